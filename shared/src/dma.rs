@@ -1,0 +1,1 @@
+//! Emulated-device DMA through a model (filled by its owner).

@@ -1,0 +1,1 @@
+//! IOTLB translation cache (filled by its owner).

@@ -1,0 +1,1 @@
+//! Register files as data (filled by its owner).

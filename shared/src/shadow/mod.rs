@@ -1,0 +1,1 @@
+//! Shadow engine (in progress).
