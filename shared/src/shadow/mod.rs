@@ -1,1 +1,24 @@
-//! Shadow engine (in progress).
+//! The shadow engine: keeps one host DMA address space equal to the guest's view of an I/O
+//! address space, with the fewest host calls.
+//!
+//! - [`GuestView`]: where the guest truth comes from (a page-table [`Walker`](crate::pt::Walker),
+//!   an identity map, or nothing).
+//! - [`plan`]: the canonical host layout of a set of guest runs (coalesced, cut at
+//!   `max_run`-aligned IOVAs and host reserved ranges, page-granular where asked).
+//! - [`Record`]: what we mapped on the host, with a guest-physical reverse index.
+//! - [`ShadowEngine`]: `sync` (bring a range to the guest view), `reclaim` (full re-sync),
+//!   `sync_or_reclaim` (the "global flush and retry" building block), discard handling and
+//!   teardown.
+
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod plan;
+pub mod record;
+pub mod view;
+
+pub use config::ShadowConfig;
+pub use engine::ShadowEngine;
+pub use error::{ShadowError, SyncReport};
+pub use record::{Record, ShadowMapping};
+pub use view::{EmptyView, GuestView, IdentityView};

@@ -1,0 +1,353 @@
+//! [`ShadowEngine`]: one per host address space.
+
+use super::config::ShadowConfig;
+use super::error::{ShadowError, SyncReport};
+use super::plan::{self, HOST_PAGE, Layout};
+use super::record::{Record, ShadowMapping};
+use super::view::GuestView;
+use crate::addr::{AddrRange, align_down, align_up};
+use crate::host::{HostDma, HostError};
+use crate::pt::{Run, RunMerger};
+
+/// Keeps a host address space equal to the guest's view. See the [module](super) docs.
+///
+/// Every host mapping it creates is in its [`Record`]; [`teardown`](Self::teardown) (also run
+/// on drop) removes them all. Do not map or unmap on the host behind its back.
+#[derive(Debug)]
+pub struct ShadowEngine<H: HostDma> {
+    host: H,
+    config: ShadowConfig,
+    record: Record,
+    valid: Vec<AddrRange>,
+    excluded: Vec<AddrRange>,
+    page_granular: Vec<AddrRange>,
+}
+
+impl SyncReport {
+    /// Adds what `other` did to `self`.
+    pub fn absorb(&mut self, other: SyncReport) {
+        self.unmap_calls += other.unmap_calls;
+        self.map_calls += other.map_calls;
+        self.unmappable.extend(other.unmappable);
+        self.excluded.extend(other.excluded);
+        self.refused.extend(other.refused);
+        self.walk_faults += other.walk_faults;
+        self.first_fault = self.first_fault.or(other.first_fault);
+        self.walk_incomplete |= other.walk_incomplete;
+        self.reclaimed |= other.reclaimed;
+    }
+
+    /// Host calls made (maps and unmaps).
+    pub fn host_calls(&self) -> u64 {
+        self.unmap_calls + self.map_calls
+    }
+}
+
+impl<H: HostDma> ShadowEngine<H> {
+    /// An engine over `host` (which should hold no mappings yet). The host's usable IOVA
+    /// ranges are read once here.
+    pub fn new(host: H, config: ShadowConfig) -> Self {
+        let config = config.clone().with_max_run(config.max_run);
+        let mut valid = host.iova_ranges();
+        plan::normalize(&mut valid);
+        ShadowEngine {
+            host,
+            config,
+            record: Record::default(),
+            valid,
+            excluded: Vec::new(),
+            page_granular: Vec::new(),
+        }
+    }
+
+    /// The host backend.
+    pub fn host(&self) -> &H {
+        &self.host
+    }
+
+    /// The host backend, mutably (for backend-specific settings; mapping behind the engine's
+    /// back breaks its accounting).
+    pub fn host_mut(&mut self) -> &mut H {
+        &mut self.host
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &ShadowConfig {
+        &self.config
+    }
+
+    /// What is mapped on the host.
+    pub fn record(&self) -> &Record {
+        &self.record
+    }
+
+    fn layout(&self) -> Layout<'_> {
+        Layout {
+            max_run: self.config.max_run,
+            valid: &self.valid,
+            excluded: &self.excluded,
+            page_granular: &self.page_granular,
+        }
+    }
+
+    /// True when the guest view certainly continues one host mapping across `p`: pages on
+    /// both sides, contiguous, same permissions, and no forced cut at `p`.
+    fn joins(&self, view: &dyn GuestView, p: u64) -> bool {
+        if p == 0 || self.layout().is_forced_cut(p) {
+            return false;
+        }
+        match (view.lookup(p - 1), view.lookup(p)) {
+            (Some(a), Some(b)) => {
+                a.perm == b.perm && a.translate(p - 1).wrapping_add(1) == b.translate(p)
+            }
+            _ => false,
+        }
+    }
+
+    /// Grows `range` to the smallest window whose edges are cut points of both the host
+    /// layout now (the record) and the canonical layout of the current guest view, so that
+    /// syncing the window alone yields the canonical layout.
+    ///
+    /// Left edge `p`: a recorded mapping spanning it moves it to that mapping's start (a cut
+    /// point of the old layout whose neighbourhood the guest did not change); if the guest
+    /// view joins across `p`, to the start of the mapping ending at `p`, or — when the host
+    /// has none there (an earlier refusal) — to the `max_run` boundary below, which is
+    /// always a cut point. The right edge is symmetric.
+    fn window(&self, view: &dyn GuestView, range: AddrRange) -> AddrRange {
+        let top = u64::MAX & !(HOST_PAGE - 1);
+        let mut start = align_down(range.start, HOST_PAGE);
+        let mut end = align_up(range.end, HOST_PAGE).min(top);
+        if end <= start {
+            return AddrRange::default();
+        }
+        if let Some(m) = self.record.spanning(start) {
+            start = m.iova;
+        } else if self.joins(view, start) {
+            start = match self.record.containing(start - 1) {
+                Some(m) => m.iova,
+                None => align_down(start - 1, self.config.max_run),
+            };
+        }
+        if let Some(m) = self.record.spanning(end) {
+            end = m.iova + m.size;
+        } else if end < top && self.joins(view, end) {
+            end = match self.record.starting_at(end) {
+                Some(m) => m.iova + m.size,
+                None => align_up(end + 1, self.config.max_run).min(top),
+            };
+        }
+        AddrRange::new(start, end)
+    }
+
+    /// Brings the host to the guest view over `range` (plus whatever host mappings straddle
+    /// its edges) with the fewest host calls: unmaps every recorded mapping that differs
+    /// from the canonical layout, then maps what is missing. A guest change inside part of a
+    /// coalesced host mapping unmaps it whole and re-maps the surviving pieces.
+    ///
+    /// On out-of-resources it stops; the record still equals the host and the error lists
+    /// what is not mapped. Other host refusals of a map are reported and skipped.
+    pub fn sync(&mut self, view: &dyn GuestView, range: AddrRange) -> Result<SyncReport, ShadowError> {
+        let mut report = SyncReport::default();
+        let w = self.window(view, range);
+        if w.is_empty() {
+            return Ok(report);
+        }
+        let mut merger = RunMerger::new(w);
+        let walked = view.leaves(w, &mut |leaf| merger.push(leaf), &mut |fault| {
+            report.walk_faults += 1;
+            report.first_fault.get_or_insert(fault);
+        });
+        if let Err(fault) = walked {
+            // Nothing after the stop is known: treat it as unmapped, so no stale host
+            // mapping survives.
+            report.walk_incomplete = true;
+            report.first_fault.get_or_insert(fault);
+        }
+        let runs = merger.finish();
+        let mut desired = Vec::with_capacity(runs.len());
+        self.layout().plan(&runs, &mut desired, &mut report);
+        let old = self.record.starting_in(w);
+
+        let (to_unmap, to_map) = diff(&old, &desired);
+        for m in to_unmap {
+            report.unmap_calls += 1;
+            match self.host.unmap(m.iova, m.size) {
+                Ok(n) => {
+                    self.record.remove(m.iova);
+                    if n != m.size {
+                        // The host held something other than what we recorded.
+                        return Err(ShadowError::Unmap {
+                            run: m.run(),
+                            error: HostError::NotFound,
+                            report,
+                        });
+                    }
+                }
+                Err(error) => {
+                    return Err(ShadowError::Unmap {
+                        run: m.run(),
+                        error,
+                        report,
+                    });
+                }
+            }
+        }
+        for (i, run) in to_map.iter().enumerate() {
+            if self.record.len() >= self.config.max_mappings {
+                return Err(ShadowError::OutOfResources {
+                    report,
+                    not_mapped: to_map[i..].to_vec(),
+                });
+            }
+            report.map_calls += 1;
+            match self.host.map(run.iova, run.addr, run.size, run.perm) {
+                Ok(()) => self.record.insert(ShadowMapping::from(*run)),
+                Err(HostError::OutOfResources) => {
+                    return Err(ShadowError::OutOfResources {
+                        report,
+                        not_mapped: to_map[i..].to_vec(),
+                    });
+                }
+                Err(e) => report.refused.push((*run, e)),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Full re-sync of the whole address space: unmaps everything the guest no longer maps
+    /// (freeing host entries) and maps what is missing.
+    pub fn reclaim(&mut self, view: &dyn GuestView) -> Result<SyncReport, ShadowError> {
+        self.sync(view, AddrRange::new(0, u64::MAX))
+    }
+
+    /// "Global flush and retry": syncs `range`; if the host runs out of entries, reclaims
+    /// the whole space and syncs `range` once more. An error left after that is the
+    /// architecture's to surface (s390 RPCIT CC1 status 16, a VT-d/AMD-Vi fault).
+    pub fn sync_or_reclaim(
+        &mut self,
+        view: &dyn GuestView,
+        range: AddrRange,
+    ) -> Result<SyncReport, ShadowError> {
+        match self.sync(view, range) {
+            Err(ShadowError::OutOfResources { .. }) => {}
+            other => return other,
+        }
+        let mut report = match self.reclaim(view) {
+            Ok(r) => r,
+            Err(ShadowError::OutOfResources { report, .. }) => report,
+            Err(e) => return Err(e),
+        };
+        report.reclaimed = true;
+        let again = self.sync(view, range)?;
+        report.absorb(again);
+        Ok(report)
+    }
+
+    /// True when any guest-physical byte in `range` is the target of a host DMA mapping
+    /// (pinned for a passthrough device).
+    pub fn is_gpa_mapped(&self, range: AddrRange) -> bool {
+        !self.record.overlapping_gpa(range).is_empty()
+    }
+
+    /// Host mappings whose guest-physical range overlaps `range`.
+    pub fn mappings_for_gpa(&self, range: AddrRange) -> Vec<ShadowMapping> {
+        self.record.overlapping_gpa(range)
+    }
+
+    /// Re-syncs every host mapping whose guest-physical range overlaps `range` (after a
+    /// policy change about that memory).
+    fn resync_gpa(&mut self, view: &dyn GuestView, range: AddrRange) -> Result<SyncReport, ShadowError> {
+        let mut report = SyncReport::default();
+        for m in self.record.overlapping_gpa(range) {
+            // An earlier resync in this loop may already have replaced it.
+            if self.record.starting_at(m.iova) == Some(m) {
+                report.absorb(self.sync(view, m.iova_range())?);
+            }
+        }
+        Ok(report)
+    }
+
+    /// Guest memory `range` was discarded (balloon inflate, virtio-mem unplug, conversion
+    /// to private): unmaps it from the host — surviving parts of coalesced mappings are
+    /// re-mapped — and keeps it unmapped until [`restore_gpa`](Self::restore_gpa).
+    pub fn discard_gpa(&mut self, view: &dyn GuestView, range: AddrRange) -> Result<SyncReport, ShadowError> {
+        self.excluded.push(range);
+        plan::normalize(&mut self.excluded);
+        self.resync_gpa(view, range)
+    }
+
+    /// Guest memory `range` is usable again: maps whatever the guest maps onto it. Which
+    /// IOVAs do is unknown without a walk, so this is a full re-sync.
+    pub fn restore_gpa(&mut self, view: &dyn GuestView, range: AddrRange) -> Result<SyncReport, ShadowError> {
+        plan::subtract(&mut self.excluded, range);
+        self.reclaim(view)
+    }
+
+    /// Maps guest-physical `range` one host page per mapping from now on (memory that a
+    /// confidential guest converts between shared and private 4 KiB at a time), re-laying
+    /// what is already mapped.
+    pub fn set_page_granular(&mut self, view: &dyn GuestView, range: AddrRange) -> Result<SyncReport, ShadowError> {
+        self.page_granular.push(range);
+        plan::normalize(&mut self.page_granular);
+        self.resync_gpa(view, range)
+    }
+
+    /// Removes every host mapping this engine created; returns the bytes unmapped. On a
+    /// host refusal it stops; the record keeps what is still mapped.
+    pub fn teardown(&mut self) -> Result<u64, ShadowError> {
+        let mut bytes = 0;
+        let all: Vec<ShadowMapping> = self.record.iter().copied().collect();
+        for m in all {
+            let error = match self.host.unmap(m.iova, m.size) {
+                Ok(n) if n == m.size => {
+                    self.record.remove(m.iova);
+                    bytes += n;
+                    continue;
+                }
+                Ok(_) => HostError::NotFound,
+                Err(e) => e,
+            };
+            return Err(ShadowError::Unmap {
+                run: m.run(),
+                error,
+                report: SyncReport::default(),
+            });
+        }
+        Ok(bytes)
+    }
+}
+
+impl<H: HostDma> Drop for ShadowEngine<H> {
+    fn drop(&mut self) {
+        // Best effort; call `teardown` first to see errors.
+        let _ = self.teardown();
+    }
+}
+
+/// Splits old host mappings and desired runs (both in IOVA order, each disjoint) into what
+/// to unmap and what to map; identical mappings are kept.
+fn diff(old: &[ShadowMapping], desired: &[Run]) -> (Vec<ShadowMapping>, Vec<Run>) {
+    let (mut unmap, mut map) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() && j < desired.len() {
+        let (o, d) = (old[i], desired[j]);
+        if o.run() == d {
+            i += 1;
+            j += 1;
+        } else if o.iova < d.iova {
+            unmap.push(o);
+            i += 1;
+        } else if o.iova > d.iova {
+            map.push(d);
+            j += 1;
+        } else {
+            unmap.push(o);
+            map.push(d);
+            i += 1;
+            j += 1;
+        }
+    }
+    unmap.extend_from_slice(&old[i..]);
+    map.extend_from_slice(&desired[j..]);
+    (unmap, map)
+}
