@@ -73,7 +73,11 @@ impl AddrRange {
     /// The common part of the two ranges (empty if they do not overlap).
     pub fn intersect(&self, other: &AddrRange) -> AddrRange {
         let r = AddrRange::new(self.start.max(other.start), self.end.min(other.end));
-        if r.is_empty() { AddrRange::default() } else { r }
+        if r.is_empty() {
+            AddrRange::default()
+        } else {
+            r
+        }
     }
 
     /// The smallest range covering both (ignores empty operands).
@@ -103,7 +107,7 @@ pub const fn align_down(v: u64, align: u64) -> u64 {
 pub const fn align_up(v: u64, align: u64) -> u64 {
     match v.checked_add(align - 1) {
         Some(x) => x & !(align - 1),
-        None => u64::MAX & !(align - 1),
+        None => !(align - 1),
     }
 }
 
@@ -122,6 +126,6 @@ mod tests {
         assert_eq!(AddrRange::from_len(u64::MAX - 1, 10).end, u64::MAX);
         assert_eq!(align_up(0x1001, 0x1000), 0x2000);
         assert_eq!(align_down(0x1fff, 0x1000), 0x1000);
-        assert_eq!(align_up(u64::MAX, 0x1000), u64::MAX & !0xfff);
+        assert_eq!(align_up(u64::MAX, 0x1000), !0xfff);
     }
 }

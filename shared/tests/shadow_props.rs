@@ -26,7 +26,12 @@ type Mapping = (u64, u64, u64, Perm);
 #[derive(Clone, Debug)]
 enum Edit {
     /// Map `pages` 4 KiB pages at page `at` to guest page `gpa` (contiguous) with `perm`.
-    Map { at: u64, pages: u64, gpa: u64, perm: Perm },
+    Map {
+        at: u64,
+        pages: u64,
+        gpa: u64,
+        perm: Perm,
+    },
     /// Map a 2 MiB page at 2 MiB slot `slot` to 2 MiB frame `frame`.
     MapBig { slot: u64, frame: u64, perm: Perm },
     /// Unmap `pages` pages at page `at`.
@@ -80,7 +85,12 @@ impl Guest<'_> {
     /// Applies the edit; returns the IOVA range the guest invalidates.
     fn apply(&mut self, e: &Edit) -> AddrRange {
         match *e {
-            Edit::Map { at, pages, gpa, perm } => {
+            Edit::Map {
+                at,
+                pages,
+                gpa,
+                perm,
+            } => {
                 let pages = pages.min(SPACE_PAGES - at);
                 let mut inv = AddrRange::from_len(at * PAGE, pages * PAGE);
                 for i in 0..pages {
@@ -130,7 +140,12 @@ fn canonical(truth: &Truth) -> BTreeSet<Mapping> {
             continue;
         }
         if let Some((s, g, len, p)) = cur {
-            if s + len == iova && g + len == gpa && p == perm && iova % MAX_RUN != 0 && iova != HOLE.end {
+            if s + len == iova
+                && g + len == gpa
+                && p == perm
+                && iova % MAX_RUN != 0
+                && iova != HOLE.end
+            {
                 cur = Some((s, g, len + PAGE, p));
                 continue;
             }
@@ -145,18 +160,30 @@ fn canonical(truth: &Truth) -> BTreeSet<Mapping> {
 }
 
 fn host_set(host: &SimHost) -> BTreeSet<Mapping> {
-    host.mappings().iter().map(|m| (m.iova, m.gpa, m.size, m.perm)).collect()
+    host.mappings()
+        .iter()
+        .map(|m| (m.iova, m.gpa, m.size, m.perm))
+        .collect()
 }
 
 fn config(flavour: HostFlavour, limit: u32) -> SimHostConfig {
     SimHostConfig {
-        iova_ranges: vec![AddrRange::new(0, HOLE.start), AddrRange::new(HOLE.end, 1 << 39)],
-        ..SimHostConfig::vtd().with_flavour(flavour).with_entry_limit(limit)
+        iova_ranges: vec![
+            AddrRange::new(0, HOLE.start),
+            AddrRange::new(HOLE.end, 1 << 39),
+        ],
+        ..SimHostConfig::vtd()
+            .with_flavour(flavour)
+            .with_entry_limit(limit)
     }
 }
 
 fn flavour() -> impl Strategy<Value = HostFlavour> {
-    prop_oneof![Just(HostFlavour::Type1v2), Just(HostFlavour::Type1v1), Just(HostFlavour::Iommufd)]
+    prop_oneof![
+        Just(HostFlavour::Type1v2),
+        Just(HostFlavour::Type1v1),
+        Just(HostFlavour::Iommufd)
+    ]
 }
 
 proptest! {

@@ -24,10 +24,16 @@ fn lookup_pages_of_each_size_and_permissions_anded() {
     b.map_page(1, 0x40_0000, 0x20_0000, Perm::READ).unwrap();
     let w = Walker::new(&fmt, &mem, b.root());
     let l = w.lookup(0x1abc).unwrap();
-    assert_eq!((l.iova, l.addr, l.size, l.perm, l.level), (0x1000, 0x5000, 0x1000, Perm::RW, 0));
+    assert_eq!(
+        (l.iova, l.addr, l.size, l.perm, l.level),
+        (0x1000, 0x5000, 0x1000, Perm::RW, 0)
+    );
     assert_eq!(l.translate(0x1abc), 0x5abc);
     let l = w.lookup(0x5f_ffff).unwrap();
-    assert_eq!((l.iova, l.addr, l.size, l.level), (0x40_0000, 0x20_0000, 0x20_0000, 1));
+    assert_eq!(
+        (l.iova, l.addr, l.size, l.level),
+        (0x40_0000, 0x20_0000, 0x20_0000, 1)
+    );
     assert_eq!(w.translate(0x40_0010, Perm::READ).unwrap().0, 0x20_0010);
 
     // A table entry granting only READ makes everything below read-only.
@@ -35,7 +41,10 @@ fn lookup_pages_of_each_size_and_permissions_anded() {
     let raw = {
         use std::sync::atomic::Ordering;
         use vm_memory::Bytes;
-        u64::from_le(mem.load::<u64>(vm_memory::GuestAddress(pde), Ordering::Acquire).unwrap())
+        u64::from_le(
+            mem.load::<u64>(vm_memory::GuestAddress(pde), Ordering::Acquire)
+                .unwrap(),
+        )
     };
     b.store(pde, raw & !2).unwrap();
     let w = Walker::new(&fmt, &mem, b.root());
@@ -48,10 +57,34 @@ fn fault_not_present_at_each_level() {
     let mut b = TableBuilder::new(&fmt, &mem, T0, T1).unwrap();
     b.map_page(0, 0x1000, 0x5000, Perm::RW).unwrap();
     let w = Walker::new(&fmt, &mem, b.root());
-    assert_eq!(w.lookup(0x2000), Err(WalkFault::NotPresent { level: 0, iova: 0x2000 }));
-    assert_eq!(w.lookup(0x20_0000), Err(WalkFault::NotPresent { level: 1, iova: 0x20_0000 }));
-    assert_eq!(w.lookup(1 << 30), Err(WalkFault::NotPresent { level: 2, iova: 1 << 30 }));
-    assert_eq!(w.lookup(1 << 39), Err(WalkFault::NotPresent { level: 3, iova: 1 << 39 }));
+    assert_eq!(
+        w.lookup(0x2000),
+        Err(WalkFault::NotPresent {
+            level: 0,
+            iova: 0x2000
+        })
+    );
+    assert_eq!(
+        w.lookup(0x20_0000),
+        Err(WalkFault::NotPresent {
+            level: 1,
+            iova: 0x20_0000
+        })
+    );
+    assert_eq!(
+        w.lookup(1 << 30),
+        Err(WalkFault::NotPresent {
+            level: 2,
+            iova: 1 << 30
+        })
+    );
+    assert_eq!(
+        w.lookup(1 << 39),
+        Err(WalkFault::NotPresent {
+            level: 3,
+            iova: 1 << 39
+        })
+    );
 }
 
 #[test]
@@ -64,12 +97,20 @@ fn fault_reserved_bits() {
     let w = Walker::new(&fmt, &mem, b.root());
     assert_eq!(
         w.lookup(0x1000),
-        Err(WalkFault::Reserved { level: 0, entry: 0x5003 | (1 << 52), iova: 0x1000 })
+        Err(WalkFault::Reserved {
+            level: 0,
+            entry: 0x5003 | (1 << 52),
+            iova: 0x1000
+        })
     );
     // Enumeration reports it and treats it as unmapped.
     let mut faults = Vec::new();
     let st = w
-        .for_each_leaf(AddrRange::new(0, 0x10_0000), &mut |_| panic!("no leaf"), &mut |f| faults.push(f))
+        .for_each_leaf(
+            AddrRange::new(0, 0x10_0000),
+            &mut |_| panic!("no leaf"),
+            &mut |f| faults.push(f),
+        )
         .unwrap();
     assert_eq!(st.faults, 1);
     assert!(matches!(faults[0], WalkFault::Reserved { level: 0, .. }));
@@ -80,8 +121,20 @@ fn fault_iova_beyond_width() {
     let (fmt, mem) = setup();
     let b = TableBuilder::new(&fmt, &mem, T0, T1).unwrap();
     let w = Walker::new(&fmt, &mem, b.root());
-    assert_eq!(w.lookup(1 << 48), Err(WalkFault::IovaTooWide { iova: 1 << 48, bits: 48 }));
-    assert_eq!(w.lookup(u64::MAX), Err(WalkFault::IovaTooWide { iova: u64::MAX, bits: 48 }));
+    assert_eq!(
+        w.lookup(1 << 48),
+        Err(WalkFault::IovaTooWide {
+            iova: 1 << 48,
+            bits: 48
+        })
+    );
+    assert_eq!(
+        w.lookup(u64::MAX),
+        Err(WalkFault::IovaTooWide {
+            iova: u64::MAX,
+            bits: 48
+        })
+    );
 }
 
 #[test]
@@ -92,7 +145,11 @@ fn fault_permission() {
     let w = Walker::new(&fmt, &mem, b.root());
     assert_eq!(
         w.translate(0x1000, Perm::WRITE),
-        Err(WalkFault::Permission { iova: 0x1000, needed: Perm::WRITE, granted: Perm::READ })
+        Err(WalkFault::Permission {
+            iova: 0x1000,
+            needed: Perm::WRITE,
+            granted: Perm::READ
+        })
     );
 }
 
@@ -105,17 +162,39 @@ fn fault_table_in_ram_hole_and_root_outside_ram() {
     let e = b.entry_for(2, 0).unwrap();
     b.store(e, 0x60_0000 | 3).unwrap();
     let w = Walker::new(&fmt, &mem, b.root());
-    assert_eq!(w.lookup(0x1000), Err(WalkFault::TableOutsideRam { level: 1, addr: 0x60_0000 }));
+    assert_eq!(
+        w.lookup(0x1000),
+        Err(WalkFault::TableOutsideRam {
+            level: 1,
+            addr: 0x60_0000
+        })
+    );
     let mut faults = Vec::new();
-    w.for_each_leaf(AddrRange::new(0, 1 << 39), &mut |_| panic!("no leaf"), &mut |f| faults.push(f))
-        .unwrap();
-    assert_eq!(faults, vec![WalkFault::TableOutsideRam { level: 1, addr: 0x60_0000 }]);
+    w.for_each_leaf(
+        AddrRange::new(0, 1 << 39),
+        &mut |_| panic!("no leaf"),
+        &mut |f| faults.push(f),
+    )
+    .unwrap();
+    assert_eq!(
+        faults,
+        vec![WalkFault::TableOutsideRam {
+            level: 1,
+            addr: 0x60_0000
+        }]
+    );
 
     let w = Walker::new(&fmt, &mem, 0xffff_f000_0000);
-    assert!(matches!(w.lookup(0), Err(WalkFault::TableOutsideRam { level: 3, .. })));
+    assert!(matches!(
+        w.lookup(0),
+        Err(WalkFault::TableOutsideRam { level: 3, .. })
+    ));
     // Misaligned root.
     let w = Walker::new(&fmt, &mem, T0 + 4);
-    assert!(matches!(w.lookup(0), Err(WalkFault::TableOutsideRam { .. })));
+    assert!(matches!(
+        w.lookup(0),
+        Err(WalkFault::TableOutsideRam { .. })
+    ));
 }
 
 #[test]
@@ -132,12 +211,21 @@ fn self_referencing_table_terminates() {
     let l = w.lookup(0x1234_5000).unwrap();
     assert_eq!(l.addr, root);
     // Enumerating the whole space would be 512^4 leaves: the work limit stops it.
-    let limits = WalkLimits { max_entries: 100_000 };
+    let limits = WalkLimits {
+        max_entries: 100_000,
+    };
     let mut leaves = 0u64;
-    let r = w
-        .with_limits(limits)
-        .for_each_leaf(AddrRange::new(0, u64::MAX), &mut |_| leaves += 1, &mut |_| {});
-    assert_eq!(r, Err(WalkFault::WorkLimit { entries_read: 100_000 }));
+    let r = w.with_limits(limits).for_each_leaf(
+        AddrRange::new(0, u64::MAX),
+        &mut |_| leaves += 1,
+        &mut |_| {},
+    );
+    assert_eq!(
+        r,
+        Err(WalkFault::WorkLimit {
+            entries_read: 100_000
+        })
+    );
     assert!(leaves < 100_000);
 }
 
@@ -162,7 +250,11 @@ impl PageTableFormat for LoopFormat {
         if raw == 0 {
             return Decoded::Empty;
         }
-        Decoded::Table { addr: raw & !0xfff, level: level + (raw & 1) as u8, perm: Perm::RW }
+        Decoded::Table {
+            addr: raw & !0xfff,
+            level: level + (raw & 1) as u8,
+            perm: Perm::RW,
+        }
     }
 }
 
@@ -174,10 +266,19 @@ fn table_pointer_that_does_not_descend_is_reserved() {
     b.store(root, root | 1).unwrap(); // claims level 4 from level 3
     b.store(root + 8, root).unwrap(); // claims level 3 from level 3
     let w = Walker::new(&LoopFormat, &mem, root);
-    assert!(matches!(w.lookup(0), Err(WalkFault::Reserved { level: 3, .. })));
-    assert!(matches!(w.lookup(1 << 39), Err(WalkFault::Reserved { level: 3, .. })));
+    assert!(matches!(
+        w.lookup(0),
+        Err(WalkFault::Reserved { level: 3, .. })
+    ));
+    assert!(matches!(
+        w.lookup(1 << 39),
+        Err(WalkFault::Reserved { level: 3, .. })
+    ));
     let mut faults = 0;
-    w.for_each_leaf(AddrRange::new(0, 1 << 48), &mut |_| {}, &mut |_| faults += 1).unwrap();
+    w.for_each_leaf(AddrRange::new(0, 1 << 48), &mut |_| {}, &mut |_| {
+        faults += 1
+    })
+    .unwrap();
     assert_eq!(faults, 2);
 }
 
@@ -195,7 +296,10 @@ fn big_endian_format_reads_big_endian_entries() {
     assert_eq!(be.level_shift(2), 31);
     // The same bytes read as little-endian are not the same table.
     let le = RadixFormat::x86_like(3, ByteOrder::Little);
-    assert_ne!(Walker::new(&le, &mem, b.root()).lookup(0x12_3456).ok(), Some(l));
+    assert_ne!(
+        Walker::new(&le, &mem, b.root()).lookup(0x12_3456).ok(),
+        Some(l)
+    );
 }
 
 #[test]
@@ -209,7 +313,9 @@ fn enumeration_skips_empty_subtrees_and_merges_runs() {
     let w = Walker::new(&fmt, &mem, b.root());
     let window = AddrRange::new(0, 1 << 48);
     let mut m = RunMerger::new(window);
-    let st = w.for_each_leaf(window, &mut |l| m.push(l), &mut |_| {}).unwrap();
+    let st = w
+        .for_each_leaf(window, &mut |l| m.push(l), &mut |_| {})
+        .unwrap();
     // Root + two paths of three tables each; never the 512^4 slots.
     assert_eq!(st.entries_read, 512 + 2 * 3 * 512);
     assert_eq!(st.leaves, 7);
@@ -226,8 +332,16 @@ fn enumeration_skips_empty_subtrees_and_merges_runs() {
     );
     // Clipping to a window cuts runs at its edges.
     let mut m = RunMerger::new(AddrRange::new(0x10_1000, 0x10_3000));
-    w.for_each_leaf(AddrRange::new(0x10_1000, 0x10_3000), &mut |l| m.push(l), &mut |_| {}).unwrap();
+    w.for_each_leaf(
+        AddrRange::new(0x10_1000, 0x10_3000),
+        &mut |l| m.push(l),
+        &mut |_| {},
+    )
+    .unwrap();
     let runs = m.finish();
     assert_eq!(runs.len(), 1);
-    assert_eq!((runs[0].iova, runs[0].addr, runs[0].size), (0x10_1000, 0x90_1000, 0x2000));
+    assert_eq!(
+        (runs[0].iova, runs[0].addr, runs[0].size),
+        (0x10_1000, 0x90_1000, 0x2000)
+    );
 }

@@ -86,6 +86,9 @@ mod tests {
         ] {
             assert_eq!(HostError::from_errno(e.errno()), e);
         }
-        assert_eq!(HostError::from_errno(libc::ENOMEM), HostError::OutOfResources);
+        assert_eq!(
+            HostError::from_errno(libc::ENOMEM),
+            HostError::OutOfResources
+        );
     }
 }

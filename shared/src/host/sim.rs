@@ -212,7 +212,11 @@ impl SimHost {
 
     fn min_page(&self) -> u64 {
         let p = self.config.page_sizes;
-        if p == 0 { 4096 } else { 1 << p.trailing_zeros() }
+        if p == 0 {
+            4096
+        } else {
+            1 << p.trailing_zeros()
+        }
     }
 
     fn overlaps(&self, start: u64, last: u64) -> bool {
@@ -224,11 +228,9 @@ impl SimHost {
 
     fn in_valid_range(&self, start: u64, last: u64) -> bool {
         self.config.iova_ranges.is_empty()
-            || self
-                .config
-                .iova_ranges
-                .iter()
-                .any(|r| start >= r.start && (last < r.end || (r.end == u64::MAX && last == u64::MAX)))
+            || self.config.iova_ranges.iter().any(|r| {
+                start >= r.start && (last < r.end || (r.end == u64::MAX && last == u64::MAX))
+            })
     }
 
     fn backed(&self, gpa: u64, size: u64) -> bool {
@@ -236,7 +238,9 @@ impl SimHost {
             None => true,
             Some(ranges) => {
                 let want = AddrRange::from_len(gpa, size);
-                ranges.iter().any(|r| r.start <= want.start && want.end <= r.end)
+                ranges
+                    .iter()
+                    .any(|r| r.start <= want.start && want.end <= r.end)
             }
         }
     }
@@ -247,10 +251,18 @@ impl SimHost {
             return Err(HostError::Invalid);
         }
         let page = self.min_page();
-        if size == 0 || size % page != 0 || iova % page != 0 || gpa % page != 0 {
+        if size == 0
+            || !size.is_multiple_of(page)
+            || !iova.is_multiple_of(page)
+            || !gpa.is_multiple_of(page)
+        {
             return Err(HostError::Invalid);
         }
-        let wrap = if iommufd { HostError::Overflow } else { HostError::Invalid };
+        let wrap = if iommufd {
+            HostError::Overflow
+        } else {
+            HostError::Invalid
+        };
         let last = iova.checked_add(size - 1).ok_or(wrap)?;
         gpa.checked_add(size - 1).ok_or(wrap)?;
         if iommufd {
@@ -295,22 +307,23 @@ impl SimHost {
         let page = self.min_page();
         match self.config.flavour {
             HostFlavour::Type1v2 | HostFlavour::Type1v1 => {
-                if iova % page != 0 || size == 0 || size % page != 0 {
+                if !iova.is_multiple_of(page) || size == 0 || !size.is_multiple_of(page) {
                     return Err(HostError::Invalid);
                 }
                 let last = iova.checked_add(size - 1).ok_or(HostError::Invalid)?;
                 if self.config.flavour == HostFlavour::Type1v2 {
                     // B.4: a mapping containing iova must start there, one containing the
                     // last byte must end there.
-                    if let Some((&s, &(sz, _, _))) = self.maps.range(..=iova).next_back() {
-                        if s < iova && s + (sz - 1) >= iova {
-                            return Err(HostError::Invalid);
-                        }
+                    if let Some((&s, &(sz, _, _))) = self.maps.range(..=iova).next_back()
+                        && s < iova
+                        && s + (sz - 1) >= iova
+                    {
+                        return Err(HostError::Invalid);
                     }
-                    if let Some((&s, &(sz, _, _))) = self.maps.range(..=last).next_back() {
-                        if s + (sz - 1) > last {
-                            return Err(HostError::Invalid);
-                        }
+                    if let Some((&s, &(sz, _, _))) = self.maps.range(..=last).next_back()
+                        && s + (sz - 1) > last
+                    {
+                        return Err(HostError::Invalid);
                     }
                 }
                 // v2: everything inside goes. v1: every mapping whose first IOVA is covered

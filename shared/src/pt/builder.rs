@@ -35,7 +35,12 @@ pub struct TableBuilder<'a, F: ?Sized, M: ?Sized> {
 impl<'a, F: EncodeFormat + ?Sized, M: GuestMemory + ?Sized> TableBuilder<'a, F, M> {
     /// A builder allocating tables from `[area_start, area_end)` of guest memory; the root is
     /// allocated (zeroed) at once.
-    pub fn new(format: &'a F, mem: &'a M, area_start: u64, area_end: u64) -> Result<Self, BuildError> {
+    pub fn new(
+        format: &'a F,
+        mem: &'a M,
+        area_start: u64,
+        area_end: u64,
+    ) -> Result<Self, BuildError> {
         let mut b = TableBuilder {
             format,
             mem,
@@ -93,7 +98,11 @@ impl<'a, F: EncodeFormat + ?Sized, M: GuestMemory + ?Sized> TableBuilder<'a, F, 
     /// Stores a raw entry value at `addr` (in the format's byte order).
     pub fn store(&self, addr: u64, value: u64) -> Result<(), BuildError> {
         self.mem
-            .store(self.format.byte_order().encode(value), GuestAddress(addr), Ordering::Release)
+            .store(
+                self.format.byte_order().encode(value),
+                GuestAddress(addr),
+                Ordering::Release,
+            )
             .map_err(|_| BuildError::Memory)
     }
 
@@ -125,9 +134,15 @@ impl<'a, F: EncodeFormat + ?Sized, M: GuestMemory + ?Sized> TableBuilder<'a, F, 
     }
 
     /// Maps one page of the slot size of `level` at `iova` to `addr`.
-    pub fn map_page(&mut self, level: u8, iova: u64, addr: u64, perm: Perm) -> Result<(), BuildError> {
+    pub fn map_page(
+        &mut self,
+        level: u8,
+        iova: u64,
+        addr: u64,
+        perm: Perm,
+    ) -> Result<(), BuildError> {
         let size = 1u64 << self.format.level_shift(level);
-        if iova % size != 0 || addr % size != 0 {
+        if !iova.is_multiple_of(size) || !addr.is_multiple_of(size) {
             return Err(BuildError::Unaligned);
         }
         let raw = self
@@ -139,7 +154,13 @@ impl<'a, F: EncodeFormat + ?Sized, M: GuestMemory + ?Sized> TableBuilder<'a, F, 
     }
 
     /// Maps `[iova, iova + len)` to `[addr, addr + len)` with smallest pages.
-    pub fn map_range(&mut self, iova: u64, addr: u64, len: u64, perm: Perm) -> Result<(), BuildError> {
+    pub fn map_range(
+        &mut self,
+        iova: u64,
+        addr: u64,
+        len: u64,
+        perm: Perm,
+    ) -> Result<(), BuildError> {
         let page = 1u64 << self.format.page_shift();
         let mut off = 0;
         while off < len {
@@ -157,7 +178,9 @@ impl<'a, F: EncodeFormat + ?Sized, M: GuestMemory + ?Sized> TableBuilder<'a, F, 
             let ea = self.entry_addr(level, table, iova);
             let raw = self.load(ea)?;
             match self.format.decode(level, raw) {
-                Decoded::Table { addr, level: next, .. } if next < level => {
+                Decoded::Table {
+                    addr, level: next, ..
+                } if next < level => {
                     table = addr;
                     level = next;
                 }

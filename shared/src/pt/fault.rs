@@ -65,7 +65,10 @@ impl fmt::Display for WalkFault {
                 write!(f, "iova {iova:#x} not present at level {level}")
             }
             WalkFault::Reserved { level, entry, iova } => {
-                write!(f, "iova {iova:#x}: reserved entry {entry:#x} at level {level}")
+                write!(
+                    f,
+                    "iova {iova:#x}: reserved entry {entry:#x} at level {level}"
+                )
             }
             WalkFault::TableOutsideRam { level, addr } => {
                 write!(f, "level {level} entry at {addr:#x} outside guest RAM")

@@ -100,7 +100,7 @@ impl<'a, F: PageTableFormat + ?Sized, M: GuestMemory + ?Sized> Walker<'a, F, M> 
 
     /// Reads the entry at `addr` in a table of `level`.
     fn read(&self, level: u8, addr: u64) -> Result<u64, WalkFault> {
-        if addr % 8 != 0 {
+        if !addr.is_multiple_of(8) {
             return Err(WalkFault::TableOutsideRam { level, addr });
         }
         let native: u64 = self
@@ -114,7 +114,11 @@ impl<'a, F: PageTableFormat + ?Sized, M: GuestMemory + ?Sized> Walker<'a, F, M> 
     fn entry_addr(&self, level: u8, table: u64, iova: u128) -> u64 {
         let shift = self.format.level_shift(level);
         let mask = (span(self.format.index_bits(level)) - 1) as u64;
-        let idx = if shift >= 128 { 0 } else { (iova >> shift) as u64 & mask };
+        let idx = if shift >= 128 {
+            0
+        } else {
+            (iova >> shift) as u64 & mask
+        };
         table.wrapping_add(idx.wrapping_mul(8))
     }
 
@@ -232,7 +236,16 @@ impl<'a, F: PageTableFormat + ?Sized, M: GuestMemory + ?Sized> Walker<'a, F, M> 
         let start = u128::from(range.start);
         if start < end {
             let mut cursor = start;
-            self.walk_table(top, self.root, Perm::all(), &mut cursor, end, &mut st, on_leaf, on_fault)?;
+            self.walk_table(
+                top,
+                self.root,
+                Perm::all(),
+                &mut cursor,
+                end,
+                &mut st,
+                on_leaf,
+                on_fault,
+            )?;
         }
         Ok(st)
     }
@@ -303,7 +316,16 @@ impl<'a, F: PageTableFormat + ?Sized, M: GuestMemory + ?Sized> Walker<'a, F, M> 
                         let child_end = end.min(slot_end).min(slot_base + child_span);
                         let mut c = iova;
                         if c < child_end {
-                            self.walk_table(child, addr, perm & p, &mut c, child_end, st, on_leaf, on_fault)?;
+                            self.walk_table(
+                                child,
+                                addr,
+                                perm & p,
+                                &mut c,
+                                child_end,
+                                st,
+                                on_leaf,
+                                on_fault,
+                            )?;
                         }
                     }
                 }

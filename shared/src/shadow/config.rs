@@ -32,7 +32,10 @@ impl ShadowConfig {
     /// This configuration with another `max_run` (rounded up to a power of two, at least
     /// 4 KiB).
     pub fn with_max_run(mut self, max_run: u64) -> Self {
-        self.max_run = max_run.max(4096).checked_next_power_of_two().unwrap_or(1 << 63);
+        self.max_run = max_run
+            .max(4096)
+            .checked_next_power_of_two()
+            .unwrap_or(1 << 63);
         self
     }
 }

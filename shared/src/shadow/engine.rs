@@ -114,7 +114,7 @@ impl<H: HostDma> ShadowEngine<H> {
     /// has none there (an earlier refusal) — to the `max_run` boundary below, which is
     /// always a cut point. The right edge is symmetric.
     fn window(&self, view: &dyn GuestView, range: AddrRange) -> AddrRange {
-        let top = u64::MAX & !(HOST_PAGE - 1);
+        let top = !(HOST_PAGE - 1);
         let mut start = align_down(range.start, HOST_PAGE);
         let mut end = align_up(range.end, HOST_PAGE).min(top);
         if end <= start {
@@ -146,7 +146,11 @@ impl<H: HostDma> ShadowEngine<H> {
     ///
     /// On out-of-resources it stops; the record still equals the host and the error lists
     /// what is not mapped. Other host refusals of a map are reported and skipped.
-    pub fn sync(&mut self, view: &dyn GuestView, range: AddrRange) -> Result<SyncReport, ShadowError> {
+    pub fn sync(
+        &mut self,
+        view: &dyn GuestView,
+        range: AddrRange,
+    ) -> Result<SyncReport, ShadowError> {
         let mut report = SyncReport::default();
         let w = self.window(view, range);
         if w.is_empty() {
@@ -179,7 +183,7 @@ impl<H: HostDma> ShadowEngine<H> {
                         return Err(ShadowError::Unmap {
                             run: m.run(),
                             error: HostError::NotFound,
-                            report,
+                            report: Box::new(report),
                         });
                     }
                 }
@@ -187,7 +191,7 @@ impl<H: HostDma> ShadowEngine<H> {
                     return Err(ShadowError::Unmap {
                         run: m.run(),
                         error,
-                        report,
+                        report: Box::new(report),
                     });
                 }
             }
@@ -195,7 +199,7 @@ impl<H: HostDma> ShadowEngine<H> {
         for (i, run) in to_map.iter().enumerate() {
             if self.record.len() >= self.config.max_mappings {
                 return Err(ShadowError::OutOfResources {
-                    report,
+                    report: Box::new(report),
                     not_mapped: to_map[i..].to_vec(),
                 });
             }
@@ -204,7 +208,7 @@ impl<H: HostDma> ShadowEngine<H> {
                 Ok(()) => self.record.insert(ShadowMapping::from(*run)),
                 Err(HostError::OutOfResources) => {
                     return Err(ShadowError::OutOfResources {
-                        report,
+                        report: Box::new(report),
                         not_mapped: to_map[i..].to_vec(),
                     });
                 }
@@ -234,7 +238,7 @@ impl<H: HostDma> ShadowEngine<H> {
         }
         let mut report = match self.reclaim(view) {
             Ok(r) => r,
-            Err(ShadowError::OutOfResources { report, .. }) => report,
+            Err(ShadowError::OutOfResources { report, .. }) => *report,
             Err(e) => return Err(e),
         };
         report.reclaimed = true;
@@ -256,7 +260,11 @@ impl<H: HostDma> ShadowEngine<H> {
 
     /// Re-syncs every host mapping whose guest-physical range overlaps `range` (after a
     /// policy change about that memory).
-    fn resync_gpa(&mut self, view: &dyn GuestView, range: AddrRange) -> Result<SyncReport, ShadowError> {
+    fn resync_gpa(
+        &mut self,
+        view: &dyn GuestView,
+        range: AddrRange,
+    ) -> Result<SyncReport, ShadowError> {
         let mut report = SyncReport::default();
         for m in self.record.overlapping_gpa(range) {
             // An earlier resync in this loop may already have replaced it.
@@ -270,7 +278,11 @@ impl<H: HostDma> ShadowEngine<H> {
     /// Guest memory `range` was discarded (balloon inflate, virtio-mem unplug, conversion
     /// to private): unmaps it from the host — surviving parts of coalesced mappings are
     /// re-mapped — and keeps it unmapped until [`restore_gpa`](Self::restore_gpa).
-    pub fn discard_gpa(&mut self, view: &dyn GuestView, range: AddrRange) -> Result<SyncReport, ShadowError> {
+    pub fn discard_gpa(
+        &mut self,
+        view: &dyn GuestView,
+        range: AddrRange,
+    ) -> Result<SyncReport, ShadowError> {
         self.excluded.push(range);
         plan::normalize(&mut self.excluded);
         self.resync_gpa(view, range)
@@ -278,7 +290,11 @@ impl<H: HostDma> ShadowEngine<H> {
 
     /// Guest memory `range` is usable again: maps whatever the guest maps onto it. Which
     /// IOVAs do is unknown without a walk, so this is a full re-sync.
-    pub fn restore_gpa(&mut self, view: &dyn GuestView, range: AddrRange) -> Result<SyncReport, ShadowError> {
+    pub fn restore_gpa(
+        &mut self,
+        view: &dyn GuestView,
+        range: AddrRange,
+    ) -> Result<SyncReport, ShadowError> {
         plan::subtract(&mut self.excluded, range);
         self.reclaim(view)
     }
@@ -286,7 +302,11 @@ impl<H: HostDma> ShadowEngine<H> {
     /// Maps guest-physical `range` one host page per mapping from now on (memory that a
     /// confidential guest converts between shared and private 4 KiB at a time), re-laying
     /// what is already mapped.
-    pub fn set_page_granular(&mut self, view: &dyn GuestView, range: AddrRange) -> Result<SyncReport, ShadowError> {
+    pub fn set_page_granular(
+        &mut self,
+        view: &dyn GuestView,
+        range: AddrRange,
+    ) -> Result<SyncReport, ShadowError> {
         self.page_granular.push(range);
         plan::normalize(&mut self.page_granular);
         self.resync_gpa(view, range)
@@ -310,7 +330,7 @@ impl<H: HostDma> ShadowEngine<H> {
             return Err(ShadowError::Unmap {
                 run: m.run(),
                 error,
-                report: SyncReport::default(),
+                report: Box::default(),
             });
         }
         Ok(bytes)

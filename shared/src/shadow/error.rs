@@ -37,7 +37,7 @@ pub enum ShadowError {
     /// equals the host exactly; `not_mapped` lists what the guest maps but the host does not.
     OutOfResources {
         /// What was done before stopping.
-        report: SyncReport,
+        report: Box<SyncReport>,
         /// Runs left unmapped, in IOVA order (the first one is the one refused).
         not_mapped: Vec<Run>,
     },
@@ -48,7 +48,7 @@ pub enum ShadowError {
         /// The host's answer.
         error: HostError,
         /// What was done before stopping.
-        report: SyncReport,
+        report: Box<SyncReport>,
     },
 }
 

@@ -65,7 +65,7 @@ impl Layout<'_> {
     /// True when `p` is a cut point for every guest view (a `max_run` multiple or the edge of
     /// a usable IOVA range).
     pub fn is_forced_cut(&self, p: u64) -> bool {
-        p % self.max_run == 0 || self.valid.iter().any(|r| r.start == p || r.end == p)
+        p.is_multiple_of(self.max_run) || self.valid.iter().any(|r| r.start == p || r.end == p)
     }
 
     /// Appends the canonical host mappings of `runs` (maximal, in IOVA order) to `out`;
@@ -100,7 +100,10 @@ impl Layout<'_> {
         for v in self.valid.iter().filter(|v| v.overlaps(&r)) {
             let inside = v.intersect(&r);
             if inside.start > at {
-                f(run.clip(AddrRange::new(at, inside.start)).unwrap_or(run), false);
+                f(
+                    run.clip(AddrRange::new(at, inside.start)).unwrap_or(run),
+                    false,
+                );
             }
             f(run.clip(inside).unwrap_or(run), true);
             at = inside.end;
@@ -176,7 +179,10 @@ mod tests {
 
     #[test]
     fn cuts_at_max_run_reserved_excluded_and_pages() {
-        let valid = [AddrRange::new(0, 0xfee0_0000), AddrRange::new(0xfef0_0000, 1 << 39)];
+        let valid = [
+            AddrRange::new(0, 0xfee0_0000),
+            AddrRange::new(0xfef0_0000, 1 << 39),
+        ];
         let excluded = [AddrRange::new(0x10_3000, 0x10_4000)];
         let pg = [AddrRange::new(0x20_0000, 0x20_2000)];
         let l = Layout {
@@ -212,14 +218,25 @@ mod tests {
         );
         // The MSI window is not mapped.
         out.clear();
-        l.plan(&[run(0xfed0_0000, 0x1_0000_0000, 0x30_0000)], &mut out, &mut rep);
+        l.plan(
+            &[run(0xfed0_0000, 0x1_0000_0000, 0x30_0000)],
+            &mut out,
+            &mut rep,
+        );
         assert_eq!(out.iter().map(|r| r.size).sum::<u64>(), 0x20_0000);
-        assert_eq!(rep.unmappable, vec![run(0xfee0_0000, 0x1_0010_0000, 0x10_0000)]);
+        assert_eq!(
+            rep.unmappable,
+            vec![run(0xfee0_0000, 0x1_0010_0000, 0x10_0000)]
+        );
     }
 
     #[test]
     fn range_set_helpers() {
-        let mut v = vec![AddrRange::new(5, 9), AddrRange::new(0, 3), AddrRange::new(3, 4)];
+        let mut v = vec![
+            AddrRange::new(5, 9),
+            AddrRange::new(0, 3),
+            AddrRange::new(3, 4),
+        ];
         normalize(&mut v);
         assert_eq!(v, vec![AddrRange::new(0, 4), AddrRange::new(5, 9)]);
         subtract(&mut v, AddrRange::new(2, 6));

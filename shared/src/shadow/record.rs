@@ -120,7 +120,10 @@ impl Record {
         if r.is_empty() {
             return Vec::new();
         }
-        self.by_iova.range(r.start..r.end).map(|(_, m)| *m).collect()
+        self.by_iova
+            .range(r.start..r.end)
+            .map(|(_, m)| *m)
+            .collect()
     }
 
     /// Mappings whose guest-physical range overlaps `r` (reverse index).
@@ -133,11 +136,8 @@ impl Record {
         let lo = r.start.saturating_sub(self.max_size - 1);
         self.by_gpa
             .range((lo, 0)..(r.end, 0))
-            .filter_map(|(&(gpa, iova), &size)| {
-                AddrRange::from_len(gpa, size)
-                    .overlaps(&r)
-                    .then(|| self.by_iova[&iova])
-            })
+            .filter(|&(&(gpa, _), &size)| AddrRange::from_len(gpa, size).overlaps(&r))
+            .filter_map(|(&(_, iova), _)| self.by_iova.get(&iova).copied())
             .collect()
     }
 }
