@@ -9,7 +9,7 @@ pub mod sim;
 pub mod vfio;
 
 pub use error::HostError;
-pub use sim::{HostCall, HostFlavour, SimHost, SimHostConfig};
+pub use sim::{HostCall, HostFlavour, HostMapping, SharedSimHost, SimHost, SimHostConfig};
 pub use vfio::VfioContainerBackend;
 
 use crate::addr::AddrRange;

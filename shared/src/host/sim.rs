@@ -411,3 +411,42 @@ impl HostDma for SimHost {
         self.config.page_sizes
     }
 }
+
+/// A cloneable handle to one [`SimHost`], so a test, scenario or demo can keep inspecting a
+/// host that a shadow engine (or a model) owns.
+#[derive(Clone, Debug)]
+pub struct SharedSimHost(std::sync::Arc<std::sync::Mutex<SimHost>>);
+
+impl SharedSimHost {
+    /// A new shared host with `config`.
+    pub fn new(config: SimHostConfig) -> Self {
+        SharedSimHost(std::sync::Arc::new(std::sync::Mutex::new(SimHost::new(config))))
+    }
+
+    /// Runs `f` on the host (a poisoned lock is recovered: the host state is plain data).
+    pub fn with<R>(&self, f: impl FnOnce(&mut SimHost) -> R) -> R {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut g)
+    }
+}
+
+impl HostDma for SharedSimHost {
+    fn map(&mut self, iova: u64, gpa: u64, size: u64, perm: Perm) -> Result<(), HostError> {
+        self.with(|h| h.map(iova, gpa, size, perm))
+    }
+    fn unmap(&mut self, iova: u64, size: u64) -> Result<u64, HostError> {
+        self.with(|h| h.unmap(iova, size))
+    }
+    fn unmap_all(&mut self) -> Result<u64, HostError> {
+        self.with(|h| h.unmap_all())
+    }
+    fn remaining_entries(&self) -> Option<u32> {
+        self.with(|h| h.remaining_entries())
+    }
+    fn iova_ranges(&self) -> Vec<AddrRange> {
+        self.with(|h| h.iova_ranges())
+    }
+    fn page_sizes(&self) -> u64 {
+        self.with(|h| h.page_sizes())
+    }
+}
