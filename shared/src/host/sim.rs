@@ -420,7 +420,9 @@ pub struct SharedSimHost(std::sync::Arc<std::sync::Mutex<SimHost>>);
 impl SharedSimHost {
     /// A new shared host with `config`.
     pub fn new(config: SimHostConfig) -> Self {
-        SharedSimHost(std::sync::Arc::new(std::sync::Mutex::new(SimHost::new(config))))
+        SharedSimHost(std::sync::Arc::new(std::sync::Mutex::new(SimHost::new(
+            config,
+        ))))
     }
 
     /// Runs `f` on the host (a poisoned lock is recovered: the host state is plain data).

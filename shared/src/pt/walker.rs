@@ -266,6 +266,36 @@ impl<'a, F: PageTableFormat + ?Sized, M: GuestMemory + ?Sized> Walker<'a, F, M> 
     ) -> Result<(), WalkFault> {
         let shift = self.format.level_shift(level);
         let slot = span(shift);
+        let mask = span(self.format.index_bits(level)) - 1;
+        let index = |iova: u128| -> u64 {
+            if shift >= 128 {
+                0
+            } else {
+                ((iova >> shift) & mask) as u64
+            }
+        };
+        // Fast path: the entries this call visits, as one slice of guest memory, so each
+        // entry is one atomic load without a region lookup. Falls back to per-entry reads
+        // (and their faults) when the table is not inside one RAM region.
+        let first = index(*cursor);
+        let last = index(end - 1);
+        let slice = (last >= first)
+            .then(|| {
+                let base = table.checked_add(first.checked_mul(8)?)?;
+                let bytes = usize::try_from((last - first + 1) * 8).ok()?;
+                if !base.is_multiple_of(8) {
+                    return None;
+                }
+                let s = self
+                    .mem
+                    .get_slices(GuestAddress(base), bytes, vm_memory::Permissions::Read)
+                    .ok()?
+                    .next()?
+                    .ok()?;
+                (s.len() == bytes).then_some(s)
+            })
+            .flatten();
+        let order = self.format.byte_order();
         while *cursor < end {
             let iova = *cursor;
             let slot_base = iova & !(slot - 1);
@@ -277,7 +307,18 @@ impl<'a, F: PageTableFormat + ?Sized, M: GuestMemory + ?Sized> Walker<'a, F, M> 
             }
             st.entries_read += 1;
             let iova64 = iova as u64;
-            let raw = match self.read(level, self.entry_addr(level, table, iova)) {
+            let idx = index(iova);
+            let loaded = match &slice {
+                Some(s) if idx >= first => s
+                    .load::<u64>(((idx - first) * 8) as usize, Ordering::Acquire)
+                    .map(|native| order.decode(native))
+                    .map_err(|_| WalkFault::TableOutsideRam {
+                        level,
+                        addr: table.wrapping_add(idx.wrapping_mul(8)),
+                    }),
+                _ => self.read(level, table.wrapping_add(idx.wrapping_mul(8))),
+            };
+            let raw = match loaded {
                 Ok(raw) => raw,
                 Err(fault) => {
                     // The whole table is unreadable: report once, skip the rest of it.
