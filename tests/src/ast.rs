@@ -1,0 +1,239 @@
+//! The parsed form of a scenario: one [`Stmt`] per operation, with its line number.
+
+/// An integer expression, kept as text and evaluated when executed (variables bound by
+/// `repeat … as` change between iterations).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expr(pub String);
+
+/// How a statement names a device: a PCI `bus:dev.fn` or any expression (requester id,
+/// s390 function handle or FID).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DevRef {
+    /// `bb:dd.f`, already encoded as a 16-bit requester id.
+    Bdf(u32),
+    /// A number or expression.
+    Expr(Expr),
+}
+
+/// One expected host call in `expect-host-calls`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallSpec {
+    /// `map IOVA GPA SIZE PERM [ok|ERROR]`.
+    Map {
+        /// IOVA.
+        iova: Expr,
+        /// Guest-physical address.
+        gpa: Expr,
+        /// Size.
+        size: Expr,
+        /// `r`, `w` or `rw`.
+        perm: String,
+        /// `ok` or an error name.
+        result: String,
+    },
+    /// `unmap IOVA SIZE [BYTES|ERROR]`.
+    Unmap {
+        /// IOVA.
+        iova: Expr,
+        /// Size requested.
+        size: Expr,
+        /// Bytes unmapped (default: `size`), or an error name.
+        result: Option<String>,
+    },
+    /// `unmap-all [BYTES]`.
+    UnmapAll {
+        /// Bytes unmapped, if given.
+        bytes: Option<Expr>,
+    },
+}
+
+/// What a `dma` statement expects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DmaExpect {
+    /// `expect ok [gpa=EXPR]`.
+    Ok(Option<Expr>),
+    /// `expect fault[=REASON]`.
+    Fault(Option<String>),
+}
+
+/// One operation. See `tests/SCENARIOS.md` for the syntax and meaning of each.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `model NAME key=value…`
+    Model {
+        /// Model name.
+        name: String,
+        /// Options, in order.
+        opts: Vec<(String, String)>,
+    },
+    /// `memory SIZE` / `memory START SIZE`
+    Memory {
+        /// First guest-physical address.
+        start: Expr,
+        /// Bytes.
+        size: Expr,
+    },
+    /// `let NAME = EXPR`
+    Let {
+        /// Variable.
+        name: String,
+        /// Value.
+        value: Expr,
+    },
+    /// `write8|16|32|64 ADDR VALUE`
+    Write {
+        /// Bytes written (1, 2, 4, 8).
+        width: usize,
+        /// Guest-physical address.
+        addr: Expr,
+        /// Value (little-endian unless `be` was given).
+        value: Expr,
+        /// Store big-endian (s390 control blocks and tables).
+        big_endian: bool,
+    },
+    /// `write-bytes ADDR HEX`
+    WriteBytes {
+        /// Guest-physical address.
+        addr: Expr,
+        /// Bytes.
+        bytes: Vec<u8>,
+    },
+    /// `expect-mem8|16|32|64 ADDR VALUE [mask=M] [be]`
+    ExpectMem {
+        /// Bytes read.
+        width: usize,
+        /// Guest-physical address.
+        addr: Expr,
+        /// Expected value.
+        value: Expr,
+        /// Bits compared.
+        mask: Option<Expr>,
+        /// Read big-endian.
+        big_endian: bool,
+    },
+    /// `expect-bytes ADDR HEX`
+    ExpectBytes {
+        /// Guest-physical address.
+        addr: Expr,
+        /// Expected bytes.
+        bytes: Vec<u8>,
+    },
+    /// `mmio write OFFSET SIZE VALUE [expect-error=KIND]`
+    MmioWrite {
+        /// Register offset.
+        offset: Expr,
+        /// Access size (4 or 8 for the x86 models).
+        size: Expr,
+        /// Value.
+        value: Expr,
+        /// The model must fail the write with this error kind.
+        expect_error: Option<String>,
+    },
+    /// `mmio read OFFSET SIZE [expect VALUE [mask MASK]]`
+    MmioRead {
+        /// Register offset.
+        offset: Expr,
+        /// Access size.
+        size: Expr,
+        /// Expected value and mask.
+        expect: Option<(Expr, Option<Expr>)>,
+    },
+    /// `dma dev=D [pasid=N] iova=X len=N read|write expect …`
+    Dma {
+        /// Requesting device.
+        dev: DevRef,
+        /// PASID, if any.
+        pasid: Option<Expr>,
+        /// IOVA.
+        iova: Expr,
+        /// Bytes.
+        len: Expr,
+        /// Write (else read).
+        write: bool,
+        /// Expected result.
+        expect: DmaExpect,
+    },
+    /// `host dev=D key=value…`: attach a simulated host to a device.
+    Host {
+        /// Device.
+        dev: DevRef,
+        /// Options.
+        opts: Vec<(String, String)>,
+    },
+    /// `host-remaining dev=D N`: set the host's remaining entries.
+    HostRemaining {
+        /// Device.
+        dev: DevRef,
+        /// Entries.
+        value: Expr,
+    },
+    /// `expect-host-count dev=D N`
+    ExpectHostCount {
+        /// Device.
+        dev: DevRef,
+        /// Mappings.
+        count: Expr,
+    },
+    /// `expect-host-remaining dev=D N|none`
+    ExpectHostRemaining {
+        /// Device.
+        dev: DevRef,
+        /// Entries, `None` for "no limit".
+        value: Option<Expr>,
+    },
+    /// `expect-host-mappings dev=D { IOVA GPA SIZE PERM … }`
+    ExpectHostMappings {
+        /// Device.
+        dev: DevRef,
+        /// Exact mapping list.
+        list: Vec<(Expr, Expr, Expr, String)>,
+    },
+    /// `expect-host-calls dev=D { … }`
+    ExpectHostCalls {
+        /// Device.
+        dev: DevRef,
+        /// Exact call sequence since the last checkpoint.
+        calls: Vec<CallSpec>,
+    },
+    /// `expect-msi addr=A data=D`
+    ExpectMsi {
+        /// Address.
+        addr: Expr,
+        /// Data.
+        data: Expr,
+    },
+    /// `expect-no-msi`
+    ExpectNoMsi,
+    /// `checkpoint NAME`
+    Checkpoint {
+        /// Name (for messages).
+        name: String,
+    },
+    /// `repeat N [as VAR] { … }`
+    Repeat {
+        /// Iterations.
+        count: Expr,
+        /// Loop variable (0-based).
+        var: Option<String>,
+        /// Body.
+        body: Vec<Stmt>,
+    },
+    /// An intercepted instruction (s390): `NAME key=value… expect key=value…`
+    Instruction {
+        /// Instruction (`clp`, `rpcit`, …).
+        name: String,
+        /// Operands.
+        args: Vec<(String, Expr)>,
+        /// Expected outcome fields (`cc`, `status`, `value`, …).
+        expect: Vec<(String, Expr)>,
+    },
+}
+
+/// An operation and where it was written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stmt {
+    /// 1-based line number.
+    pub line: usize,
+    /// The operation.
+    pub op: Op,
+}

@@ -1,0 +1,691 @@
+//! Executes parsed scenarios against a model.
+
+use crate::ast::{CallSpec, DevRef, DmaExpect, Expr, Op, Stmt};
+use crate::expr::{Vars, eval};
+use crate::target::{DmaReq, ScenarioTarget, TargetEnv, make_target};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use viommu_shared::host::{HostCall, HostError, HostFlavour, SharedSimHost, SimHostConfig};
+use viommu_shared::regs::{Msi, RecordingMsiSink};
+use viommu_shared::{AddrRange, GuestAddress, Perm};
+use vm_memory::{Bytes, GuestMemoryMmap};
+
+/// Most iterations one scenario may run in total (a typo in a repeat count must not hang).
+pub const MAX_ITERATIONS: u64 = 1_000_000;
+/// Default guest RAM when a scenario names none: 64 MiB at 0.
+pub const DEFAULT_MEMORY: u64 = 64 << 20;
+/// Most guest RAM a scenario may ask for.
+pub const MAX_MEMORY: u64 = 4 << 30;
+
+/// A failed scenario: where, and what was expected versus what happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// 1-based line.
+    pub line: usize,
+    /// Message (expected vs got).
+    pub msg: String,
+}
+
+type Res<T> = Result<T, String>;
+
+struct Host {
+    sim: SharedSimHost,
+    /// Calls before the last checkpoint, already consumed.
+    seen: usize,
+}
+
+/// The state of one running scenario.
+pub struct Runner {
+    memory: Vec<(u64, u64)>,
+    mem: Option<GuestMemoryMmap>,
+    msi: Arc<RecordingMsiSink>,
+    msis: Vec<Msi>,
+    target: Option<Box<dyn ScenarioTarget>>,
+    model: Option<String>,
+    hosts: BTreeMap<u32, Host>,
+    vars: Vars,
+    iterations: u64,
+}
+
+impl Default for Runner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn perm_of(s: &str) -> Res<Perm> {
+    match s {
+        "r" => Ok(Perm::READ),
+        "w" => Ok(Perm::WRITE),
+        "rw" => Ok(Perm::RW),
+        _ => Err(format!("unknown permission '{s}' (want r, w or rw)")),
+    }
+}
+
+fn perm_name(p: Perm) -> &'static str {
+    match (p.contains(Perm::READ), p.contains(Perm::WRITE)) {
+        (true, true) => "rw",
+        (true, false) => "r",
+        (false, true) => "w",
+        _ => "-",
+    }
+}
+
+fn error_name(e: &HostError) -> String {
+    match e {
+        HostError::OutOfResources => "enospc".into(),
+        HostError::Overlap => "eexist".into(),
+        HostError::Invalid => "einval".into(),
+        HostError::NotFound => "enoent".into(),
+        HostError::BadAddress => "efault".into(),
+        HostError::Overflow => "eoverflow".into(),
+        HostError::Errno(n) => format!("errno{n}"),
+    }
+}
+
+fn show_call(c: &HostCall) -> String {
+    match c {
+        HostCall::Map {
+            iova,
+            gpa,
+            size,
+            perm,
+            result,
+        } => format!(
+            "map {iova:#x} {gpa:#x} {size:#x} {} {}",
+            perm_name(*perm),
+            result.as_ref().map_or_else(error_name, |_| "ok".into())
+        ),
+        HostCall::Unmap { iova, size, result } => format!(
+            "unmap {iova:#x} {size:#x} {}",
+            result
+                .as_ref()
+                .map_or_else(error_name, |n| format!("{n:#x}"))
+        ),
+        HostCall::UnmapAll { result } => format!(
+            "unmap-all {}",
+            result
+                .as_ref()
+                .map_or_else(error_name, |n| format!("{n:#x}"))
+        ),
+    }
+}
+
+impl Runner {
+    /// A fresh runner (no model yet).
+    pub fn new() -> Self {
+        Runner {
+            memory: Vec::new(),
+            mem: None,
+            msi: Arc::new(RecordingMsiSink::new()),
+            msis: Vec::new(),
+            target: None,
+            model: None,
+            hosts: BTreeMap::new(),
+            vars: HashMap::new(),
+            iterations: 0,
+        }
+    }
+
+    /// Runs `stmts`, stopping at the first failure.
+    pub fn run(&mut self, stmts: &[Stmt]) -> Result<(), Failure> {
+        for s in stmts {
+            self.step(s)?;
+        }
+        Ok(())
+    }
+
+    /// Runs one statement; a failure inside a `repeat` keeps the inner line.
+    fn step(&mut self, s: &Stmt) -> Result<(), Failure> {
+        let Op::Repeat { count, var, body } = &s.op else {
+            return self.op(s).map_err(|msg| Failure { line: s.line, msg });
+        };
+        let n = self
+            .ev(count)
+            .map_err(|msg| Failure { line: s.line, msg })?;
+        if n > MAX_ITERATIONS - self.iterations {
+            return Err(Failure {
+                line: s.line,
+                msg: format!("repeat {n}: more than {MAX_ITERATIONS} iterations in all"),
+            });
+        }
+        self.iterations += n;
+        for i in 0..n {
+            if let Some(v) = var {
+                self.vars.insert(v.clone(), i);
+            }
+            for st in body {
+                self.step(st).map_err(|f| Failure {
+                    line: f.line,
+                    msg: format!("{} (iteration {i} of the repeat at line {})", f.msg, s.line),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn ev(&self, e: &Expr) -> Res<u64> {
+        eval(&e.0, &self.vars)
+    }
+
+    fn dev(&self, d: &DevRef) -> Res<u32> {
+        match d {
+            DevRef::Bdf(v) => Ok(*v),
+            DevRef::Expr(e) => {
+                u32::try_from(self.ev(e)?).map_err(|_| format!("device '{}' out of range", e.0))
+            }
+        }
+    }
+
+    fn mem(&mut self) -> Res<&GuestMemoryMmap> {
+        if self.mem.is_none() {
+            if self.memory.is_empty() {
+                self.memory.push((0, DEFAULT_MEMORY));
+            }
+            let ranges: Vec<(GuestAddress, usize)> = self
+                .memory
+                .iter()
+                .map(|&(s, l)| (GuestAddress(s), l as usize))
+                .collect();
+            let m =
+                GuestMemoryMmap::from_ranges(&ranges).map_err(|e| format!("guest memory: {e}"))?;
+            self.mem = Some(m);
+        }
+        self.mem.as_ref().ok_or_else(|| "no guest memory".into())
+    }
+
+    fn target(&mut self) -> Res<&mut Box<dyn ScenarioTarget>> {
+        self.target
+            .as_mut()
+            .ok_or_else(|| "no model yet: the scenario must start with 'model'".into())
+    }
+
+    fn host(&self, d: &DevRef) -> Res<&Host> {
+        let dev = self.dev(d)?;
+        self.hosts
+            .get(&dev)
+            .ok_or_else(|| format!("no host attached to device {dev:#x}"))
+    }
+
+    /// Drains interrupts the model sent into the runner's list.
+    fn collect_msis(&mut self) {
+        self.msis.extend(self.msi.take());
+    }
+
+    fn op(&mut self, s: &Stmt) -> Res<()> {
+        match &s.op {
+            Op::Model { name, opts } => {
+                if self.target.is_some() {
+                    return Err("a scenario has one 'model' line".into());
+                }
+                let env = TargetEnv {
+                    mem: self.mem()?.clone(),
+                    msi: self.msi.clone(),
+                };
+                self.target = Some(make_target(name, opts, env)?);
+                self.model = Some(name.clone());
+            }
+            Op::Memory { start, size } => {
+                if self.mem.is_some() {
+                    return Err("'memory' must come before 'model' and any memory access".into());
+                }
+                let (start, size) = (self.ev(start)?, self.ev(size)?);
+                let total: u64 = self
+                    .memory
+                    .iter()
+                    .map(|r| r.1)
+                    .sum::<u64>()
+                    .saturating_add(size);
+                if size == 0 || !size.is_multiple_of(4096) || !start.is_multiple_of(4096) || total > MAX_MEMORY {
+                    return Err(format!(
+                        "memory {start:#x} {size:#x}: want 4K-aligned, non-empty, at most 4G in all"
+                    ));
+                }
+                self.memory.push((start, size));
+            }
+            Op::Let { name, value } => {
+                let v = self.ev(value)?;
+                self.vars.insert(name.clone(), v);
+            }
+            Op::Write {
+                width,
+                addr,
+                value,
+                big_endian,
+            } => {
+                let (a, v) = (self.ev(addr)?, self.ev(value)?);
+                let bytes = to_bytes(v, *width, *big_endian)?;
+                self.mem()?
+                    .write_slice(&bytes, GuestAddress(a))
+                    .map_err(|e| format!("write at {a:#x}: {e}"))?;
+            }
+            Op::WriteBytes { addr, bytes } => {
+                let a = self.ev(addr)?;
+                self.mem()?
+                    .write_slice(bytes, GuestAddress(a))
+                    .map_err(|e| format!("write at {a:#x}: {e}"))?;
+            }
+            Op::ExpectMem {
+                width,
+                addr,
+                value,
+                mask,
+                big_endian,
+            } => {
+                let a = self.ev(addr)?;
+                let want = self.ev(value)?;
+                let m = match mask {
+                    Some(m) => self.ev(m)?,
+                    None => u64::MAX,
+                };
+                let mut buf = vec![0u8; *width];
+                self.mem()?
+                    .read_slice(&mut buf, GuestAddress(a))
+                    .map_err(|e| format!("read at {a:#x}: {e}"))?;
+                let got = from_bytes(&buf, *big_endian);
+                if got & m != want & m {
+                    return Err(format!(
+                        "memory at {a:#x}: expected {:#x}, got {:#x} (mask {m:#x})",
+                        want & m,
+                        got & m
+                    ));
+                }
+            }
+            Op::ExpectBytes { addr, bytes } => {
+                let a = self.ev(addr)?;
+                let mut buf = vec![0u8; bytes.len()];
+                self.mem()?
+                    .read_slice(&mut buf, GuestAddress(a))
+                    .map_err(|e| format!("read at {a:#x}: {e}"))?;
+                if &buf != bytes {
+                    return Err(format!(
+                        "memory at {a:#x}: expected {}, got {}",
+                        hex(bytes),
+                        hex(&buf)
+                    ));
+                }
+            }
+            Op::MmioWrite {
+                offset,
+                size,
+                value,
+                expect_error,
+            } => {
+                let (o, n, v) = (self.ev(offset)?, self.ev(size)?, self.ev(value)?);
+                let r = self.target()?.mmio_write(o, n as usize, v);
+                self.collect_msis();
+                match (r, expect_error) {
+                    (Ok(()), None) => {}
+                    (Err(e), Some(k)) if &e.kind == k => {}
+                    (Ok(()), Some(k)) => {
+                        return Err(format!(
+                            "mmio write {o:#x}: expected error {k}, got success"
+                        ));
+                    }
+                    (Err(e), _) => {
+                        return Err(format!(
+                            "mmio write {o:#x}: expected {}, got error {e}",
+                            expect_error
+                                .as_deref()
+                                .map_or("success".into(), |k| format!("error {k}"))
+                        ));
+                    }
+                }
+            }
+            Op::MmioRead {
+                offset,
+                size,
+                expect,
+            } => {
+                let (o, n) = (self.ev(offset)?, self.ev(size)?);
+                let got = self
+                    .target()?
+                    .mmio_read(o, n as usize)
+                    .map_err(|e| format!("mmio read {o:#x}: {e}"))?;
+                self.collect_msis();
+                if let Some((v, m)) = expect {
+                    let want = self.ev(v)?;
+                    let m = match m {
+                        Some(m) => self.ev(m)?,
+                        None => u64::MAX,
+                    };
+                    if got & m != want & m {
+                        return Err(format!(
+                            "mmio read {o:#x}: expected {:#x}, got {:#x} (mask {m:#x})",
+                            want & m,
+                            got & m
+                        ));
+                    }
+                }
+            }
+            Op::Dma {
+                dev,
+                pasid,
+                iova,
+                len,
+                write,
+                expect,
+            } => {
+                let req = DmaReq {
+                    dev: self.dev(dev)?,
+                    pasid: match pasid {
+                        Some(p) => {
+                            Some(u32::try_from(self.ev(p)?).map_err(|_| "pasid out of range")?)
+                        }
+                        None => None,
+                    },
+                    iova: self.ev(iova)?,
+                    len: self.ev(len)?,
+                    perm: if *write { Perm::WRITE } else { Perm::READ },
+                };
+                let r = self.target()?.dma(&req);
+                self.collect_msis();
+                match (r, expect) {
+                    (Ok(pieces), DmaExpect::Ok(gpa)) => {
+                        let total: u64 = pieces.iter().map(|p| p.1).sum();
+                        if total != req.len {
+                            return Err(format!(
+                                "dma {:#x}: translated {total:#x} of {:#x} bytes",
+                                req.iova, req.len
+                            ));
+                        }
+                        if let Some(g) = gpa {
+                            let want = self.ev(g)?;
+                            let got = pieces.first().map_or(0, |p| p.0);
+                            if want != got {
+                                return Err(format!(
+                                    "dma {:#x}: expected gpa {want:#x}, got {got:#x}",
+                                    req.iova
+                                ));
+                            }
+                        }
+                    }
+                    (Err(reason), DmaExpect::Fault(want)) => {
+                        if let Some(w) = want
+                            && w != &reason
+                        {
+                            return Err(format!(
+                                "dma {:#x}: expected fault {w}, got fault {reason}",
+                                req.iova
+                            ));
+                        }
+                    }
+                    (Ok(pieces), DmaExpect::Fault(_)) => {
+                        return Err(format!(
+                            "dma {:#x}: expected a fault, got translation to {:#x}",
+                            req.iova,
+                            pieces.first().map_or(0, |p| p.0)
+                        ));
+                    }
+                    (Err(reason), DmaExpect::Ok(_)) => {
+                        return Err(format!(
+                            "dma {:#x}: expected success, got fault {reason}",
+                            req.iova
+                        ));
+                    }
+                }
+            }
+            Op::Host { dev, opts } => {
+                let d = self.dev(dev)?;
+                let cfg = self.host_config(opts)?;
+                let sim = SharedSimHost::new(cfg);
+                self.hosts.insert(
+                    d,
+                    Host {
+                        sim: sim.clone(),
+                        seen: 0,
+                    },
+                );
+                let r = self.target()?.attach_host(d, sim);
+                self.collect_msis();
+                r.map_err(|e| format!("attach host to {d:#x}: {e}"))?;
+            }
+            Op::HostRemaining { dev, value } => {
+                let v = u32::try_from(self.ev(value)?).map_err(|_| "entry count out of range")?;
+                self.host(dev)?.sim.with(|h| h.set_remaining(v));
+            }
+            Op::ExpectHostCount { dev, count } => {
+                let want = self.ev(count)?;
+                let got = self.host(dev)?.sim.with(|h| h.mapping_count()) as u64;
+                if want != got {
+                    return Err(format!("host mappings: expected {want}, got {got}"));
+                }
+            }
+            Op::ExpectHostRemaining { dev, value } => {
+                let want = match value {
+                    Some(v) => Some(self.ev(v)?),
+                    None => None,
+                };
+                let got = self
+                    .host(dev)?
+                    .sim
+                    .with(|h| viommu_shared::host::HostDma::remaining_entries(h))
+                    .map(u64::from);
+                if want != got {
+                    return Err(format!(
+                        "host remaining entries: expected {want:?}, got {got:?}"
+                    ));
+                }
+            }
+            Op::ExpectHostMappings { dev, list } => {
+                let mut want = Vec::new();
+                for (i, g, sz, p) in list {
+                    want.push(format!(
+                        "{:#x} {:#x} {:#x} {}",
+                        self.ev(i)?,
+                        self.ev(g)?,
+                        self.ev(sz)?,
+                        perm_name(perm_of(p)?)
+                    ));
+                }
+                let got: Vec<String> = self
+                    .host(dev)?
+                    .sim
+                    .with(|h| h.mappings())
+                    .iter()
+                    .map(|m| {
+                        format!(
+                            "{:#x} {:#x} {:#x} {}",
+                            m.iova,
+                            m.gpa,
+                            m.size,
+                            perm_name(m.perm)
+                        )
+                    })
+                    .collect();
+                if want != got {
+                    return Err(format!(
+                        "host mappings:\n  expected [{}]\n  got      [{}]",
+                        want.join("; "),
+                        got.join("; ")
+                    ));
+                }
+            }
+            Op::ExpectHostCalls { dev, calls } => {
+                let mut want = Vec::new();
+                for c in calls {
+                    want.push(self.call_text(c)?);
+                }
+                let h = self.host(dev)?;
+                let got: Vec<String> = h.sim.with(|s| {
+                    s.calls()[h.seen.min(s.calls().len())..]
+                        .iter()
+                        .map(show_call)
+                        .collect()
+                });
+                if want != got {
+                    return Err(format!(
+                        "host calls since last checkpoint:\n  expected [{}]\n  got      [{}]",
+                        want.join("; "),
+                        got.join("; ")
+                    ));
+                }
+            }
+            Op::ExpectMsi { addr, data } => {
+                let (a, d) = (self.ev(addr)?, self.ev(data)?);
+                self.collect_msis();
+                if self.msis.is_empty() {
+                    return Err(format!("expected MSI addr={a:#x} data={d:#x}, got none"));
+                }
+                let m = self.msis.remove(0);
+                if (m.address, u64::from(m.data)) != (a, d) {
+                    return Err(format!(
+                        "expected MSI addr={a:#x} data={d:#x}, got addr={:#x} data={:#x}",
+                        m.address, m.data
+                    ));
+                }
+            }
+            Op::ExpectNoMsi => {
+                self.collect_msis();
+                if let Some(m) = self.msis.first() {
+                    return Err(format!(
+                        "expected no MSI, got addr={:#x} data={:#x} ({} in all)",
+                        m.address,
+                        m.data,
+                        self.msis.len()
+                    ));
+                }
+            }
+            Op::Checkpoint { .. } => {
+                self.collect_msis();
+                self.msis.clear();
+                for h in self.hosts.values_mut() {
+                    h.seen = h.sim.with(|s| s.calls().len());
+                }
+            }
+            Op::Repeat { .. } => unreachable_repeat()?,
+            Op::Instruction { name, args, expect } => {
+                let mut a = BTreeMap::new();
+                for (k, v) in args {
+                    a.insert(k.clone(), self.ev(v)?);
+                }
+                let out = self
+                    .target()?
+                    .instruction(name, &a)
+                    .map_err(|e| format!("{name}: {e}"))?;
+                self.collect_msis();
+                for (k, v) in expect {
+                    let want = self.ev(v)?;
+                    match out.get(k) {
+                        Some(&got) if got == want => {}
+                        Some(&got) => {
+                            return Err(format!("{name}: expected {k}={want:#x}, got {k}={got:#x}"));
+                        }
+                        None => {
+                            return Err(format!(
+                                "{name}: expected {k}={want:#x}, but the instruction reports no {k}"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn call_text(&self, c: &CallSpec) -> Res<String> {
+        Ok(match c {
+            CallSpec::Map {
+                iova,
+                gpa,
+                size,
+                perm,
+                result,
+            } => format!(
+                "map {:#x} {:#x} {:#x} {} {}",
+                self.ev(iova)?,
+                self.ev(gpa)?,
+                self.ev(size)?,
+                perm_name(perm_of(perm)?),
+                result
+            ),
+            CallSpec::Unmap { iova, size, result } => {
+                let sz = self.ev(size)?;
+                let r = match result {
+                    None => format!("{sz:#x}"),
+                    Some(r) if r.starts_with('e') => r.clone(),
+                    Some(r) => format!("{:#x}", eval(r, &self.vars)?),
+                };
+                format!("unmap {:#x} {sz:#x} {r}", self.ev(iova)?)
+            }
+            CallSpec::UnmapAll { bytes } => match bytes {
+                Some(b) => format!("unmap-all {:#x}", self.ev(b)?),
+                None => return Err("unmap-all in an expectation needs its byte count".into()),
+            },
+        })
+    }
+
+    fn host_config(&self, opts: &[(String, String)]) -> Res<SimHostConfig> {
+        let mut cfg = match self.model.as_deref() {
+            Some("amd-vi") => SimHostConfig::amd_vi(),
+            _ => SimHostConfig::vtd(),
+        };
+        for (k, v) in opts {
+            match k.as_str() {
+                "preset" => {
+                    cfg = match v.as_str() {
+                        "vtd" => SimHostConfig::vtd(),
+                        "amd-vi" => SimHostConfig::amd_vi(),
+                        "s390" => {
+                            SimHostConfig::s390(AddrRange::new(1 << 32, (1 << 32) + (1 << 30)))
+                        }
+                        _ => return Err(format!("unknown host preset '{v}'")),
+                    }
+                }
+                "flavour" => {
+                    cfg.flavour = match v.as_str() {
+                        "type1v2" => HostFlavour::Type1v2,
+                        "type1v1" => HostFlavour::Type1v1,
+                        "iommufd" => HostFlavour::Iommufd,
+                        _ => return Err(format!("unknown host flavour '{v}'")),
+                    }
+                }
+                "limit" => {
+                    cfg.entry_limit =
+                        u32::try_from(eval(v, &self.vars)?).map_err(|_| "limit out of range")?;
+                }
+                "aperture" => {
+                    let (a, b) = v.split_once("..").ok_or("aperture takes START..END")?;
+                    cfg.iova_ranges =
+                        vec![AddrRange::new(eval(a, &self.vars)?, eval(b, &self.vars)?)];
+                }
+                _ => return Err(format!("unknown host option '{k}'")),
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+/// `repeat` is handled by `step`; reaching `op` with one is a runner bug reported as an error.
+fn unreachable_repeat() -> Res<()> {
+    Err("internal: repeat reached op()".into())
+}
+
+fn to_bytes(v: u64, width: usize, be: bool) -> Res<Vec<u8>> {
+    if width < 8 && v >> (width * 8) != 0 {
+        return Err(format!("value {v:#x} does not fit in {width} byte(s)"));
+    }
+    Ok(if be {
+        v.to_be_bytes()[8 - width..].to_vec()
+    } else {
+        v.to_le_bytes()[..width].to_vec()
+    })
+}
+
+fn from_bytes(b: &[u8], be: bool) -> u64 {
+    let mut buf = [0u8; 8];
+    if be {
+        buf[8 - b.len()..].copy_from_slice(b);
+        u64::from_be_bytes(buf)
+    } else {
+        buf[..b.len()].copy_from_slice(b);
+        u64::from_le_bytes(buf)
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}

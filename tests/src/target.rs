@@ -1,0 +1,109 @@
+//! The seam between the runner and a model: [`ScenarioTarget`], and [`make_target`] which
+//! builds one by name.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use viommu_shared::Perm;
+use viommu_shared::host::SharedSimHost;
+use viommu_shared::regs::RecordingMsiSink;
+use vm_memory::GuestMemoryMmap;
+
+/// A model error the scenario can expect (`expect-error=KIND`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetError {
+    /// Stable kind name, e.g. `host-out-of-resources`, `unsupported`, `bad-option`.
+    pub kind: String,
+    /// Details for the message.
+    pub detail: String,
+}
+
+impl TargetError {
+    /// An error of `kind`.
+    pub fn new(kind: &str, detail: impl Into<String>) -> Self {
+        TargetError {
+            kind: kind.into(),
+            detail: detail.into(),
+        }
+    }
+
+    /// The operation does not exist for this model.
+    pub fn unsupported(what: &str) -> Self {
+        Self::new(
+            "unsupported",
+            format!("{what} is not supported by this model"),
+        )
+    }
+}
+
+impl fmt::Display for TargetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.detail)
+    }
+}
+
+/// A DMA request from a scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DmaReq {
+    /// Requester id (PCI) or function id (s390).
+    pub dev: u32,
+    /// PASID, if any.
+    pub pasid: Option<u32>,
+    /// First IOVA.
+    pub iova: u64,
+    /// Bytes.
+    pub len: u64,
+    /// What the access needs.
+    pub perm: Perm,
+}
+
+/// What an intercepted instruction produced: named fields such as `cc`, `status`, `value`.
+pub type InsnOutcome = BTreeMap<String, u64>;
+
+/// What the runner needs from a model. Adapters in this crate implement it over each model's
+/// public API; models themselves do not depend on this crate.
+pub trait ScenarioTarget {
+    /// A guest MMIO read of `len` bytes at register `offset`.
+    fn mmio_read(&mut self, offset: u64, len: usize) -> Result<u64, TargetError>;
+
+    /// A guest MMIO write. `Err` is a typed error the model returns to the VMM (for example
+    /// the host ran out of DMA entries while processing an invalidation).
+    fn mmio_write(&mut self, offset: u64, len: usize, value: u64) -> Result<(), TargetError>;
+
+    /// Translates a DMA range: the guest-physical pieces in order, or the fault reason (the
+    /// model also records its architected fault, which scenarios check through registers,
+    /// event logs or MSIs).
+    fn dma(&mut self, req: &DmaReq) -> Result<Vec<(u64, u64)>, String>;
+
+    /// Makes `dev` a passthrough device whose address space is shadowed into `host`.
+    fn attach_host(&mut self, dev: u32, host: SharedSimHost) -> Result<(), TargetError>;
+
+    /// An intercepted instruction (s390). Models without instructions keep the default.
+    fn instruction(
+        &mut self,
+        name: &str,
+        _args: &BTreeMap<String, u64>,
+    ) -> Result<InsnOutcome, TargetError> {
+        Err(TargetError::unsupported(name))
+    }
+}
+
+/// What a model is built with.
+pub struct TargetEnv {
+    /// Guest RAM.
+    pub mem: GuestMemoryMmap,
+    /// Where the model's interrupts go.
+    pub msi: Arc<RecordingMsiSink>,
+}
+
+/// Builds the model `name` with `opts` (`key=value` from the `model` line).
+pub fn make_target(
+    name: &str,
+    opts: &[(String, String)],
+    env: TargetEnv,
+) -> Result<Box<dyn ScenarioTarget>, String> {
+    match name {
+        "standin" => Ok(Box::new(crate::standin::StandIn::new(opts, env)?)),
+        _ => Err(format!("unknown model '{name}'")),
+    }
+}
