@@ -13,6 +13,7 @@
 
 pub mod addr;
 pub mod dma;
+pub mod fuzz_support;
 pub mod host;
 pub mod iotlb;
 pub mod perm;

@@ -4,15 +4,14 @@
 //! entry limit with reclaim + retry, and teardown leaves the host empty.
 
 use proptest::prelude::*;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use viommu_shared::host::{HostCall, HostDma, HostFlavour, SimHost, SimHostConfig};
-use viommu_shared::pt::{ByteOrder, TableBuilder, Walker};
+use viommu_shared::pt::{ByteOrder, Walker};
 use viommu_shared::shadow::{ShadowConfig, ShadowEngine, ShadowError};
-use viommu_shared::testing::{RadixFormat, guest_memory};
+use viommu_shared::testing::guest::{BIG, PAGE};
+use viommu_shared::testing::{Edit, GuestTables, RadixFormat, Truth, canonical, guest_memory};
 use viommu_shared::{AddrRange, Perm};
 
-const PAGE: u64 = 4096;
-const BIG: u64 = 2 << 20;
 /// IOVA space exercised: 16 MiB.
 const SPACE_PAGES: u64 = 4096;
 const MAX_RUN: u64 = 64 << 10;
@@ -20,143 +19,49 @@ const MAX_RUN: u64 = 64 << 10;
 const HOLE: AddrRange = AddrRange::new(0x80_0000, 0x81_0000);
 const TABLES: (u64, u64) = (0x100_0000, 0x140_0000);
 
-type Truth = BTreeMap<u64, (u64, Perm)>;
 type Mapping = (u64, u64, u64, Perm);
-
-#[derive(Clone, Debug)]
-enum Edit {
-    /// Map `pages` 4 KiB pages at page `at` to guest page `gpa` (contiguous) with `perm`.
-    Map {
-        at: u64,
-        pages: u64,
-        gpa: u64,
-        perm: Perm,
-    },
-    /// Map a 2 MiB page at 2 MiB slot `slot` to 2 MiB frame `frame`.
-    MapBig { slot: u64, frame: u64, perm: Perm },
-    /// Unmap `pages` pages at page `at`.
-    Unmap { at: u64, pages: u64 },
-    /// Sync an arbitrary range with no edit (a spurious invalidation).
-    Resync { at: u64, pages: u64 },
-}
 
 fn perm() -> impl Strategy<Value = Perm> {
     prop_oneof![Just(Perm::RW), Just(Perm::READ), Just(Perm::WRITE)]
 }
 
-fn edit() -> impl Strategy<Value = Edit> {
+/// An edit, or a spurious invalidation of a range with no edit.
+#[derive(Clone, Debug)]
+enum Step {
+    Edit(Edit),
+    Resync { at: u64, pages: u64 },
+}
+
+fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        4 => (0..SPACE_PAGES, 1..64u64, 0..64u64, perm()).prop_map(|(at, pages, g, perm)| Edit::Map {
+        4 => (0..SPACE_PAGES, 1..64u64, 0..64u64, perm()).prop_map(|(at, pages, g, perm)| Step::Edit(Edit::Map {
             at,
             pages,
             // Few distinct frames so that contiguity with neighbours happens often.
             gpa: g * 16 + at % 16,
             perm
-        }),
+        })),
         1 => (0..SPACE_PAGES * PAGE / BIG, 0..4u64, perm())
-            .prop_map(|(slot, frame, perm)| Edit::MapBig { slot, frame, perm }),
-        3 => (0..SPACE_PAGES, 1..96u64).prop_map(|(at, pages)| Edit::Unmap { at, pages }),
-        1 => (0..SPACE_PAGES, 1..128u64).prop_map(|(at, pages)| Edit::Resync { at, pages }),
+            .prop_map(|(slot, frame, perm)| Step::Edit(Edit::MapBig { slot, frame, perm })),
+        3 => (0..SPACE_PAGES, 1..96u64).prop_map(|(at, pages)| Step::Edit(Edit::Unmap { at, pages })),
+        1 => (0..SPACE_PAGES, 1..128u64).prop_map(|(at, pages)| Step::Resync { at, pages }),
     ]
 }
 
-/// The guest: a table in guest memory plus the truth it encodes, page by page.
-struct Guest<'a> {
-    b: TableBuilder<'a, RadixFormat, vm_memory::GuestMemoryMmap>,
-    truth: Truth,
-    big: BTreeSet<u64>,
-}
+type Guest<'a> = GuestTables<'a, RadixFormat, vm_memory::GuestMemoryMmap>;
 
-impl Guest<'_> {
-    fn clear_page(&mut self, iova: u64) -> AddrRange {
-        let slot = iova / BIG;
-        if self.big.remove(&slot) {
-            self.b.unmap_page(iova).unwrap();
-            for p in 0..BIG / PAGE {
-                self.truth.remove(&(slot * BIG + p * PAGE));
-            }
-            return AddrRange::from_len(slot * BIG, BIG);
-        }
-        self.b.unmap_page(iova).unwrap();
-        self.truth.remove(&iova);
-        AddrRange::from_len(iova, PAGE)
-    }
-
-    /// Applies the edit; returns the IOVA range the guest invalidates.
-    fn apply(&mut self, e: &Edit) -> AddrRange {
-        match *e {
-            Edit::Map {
-                at,
-                pages,
-                gpa,
-                perm,
-            } => {
-                let pages = pages.min(SPACE_PAGES - at);
-                let mut inv = AddrRange::from_len(at * PAGE, pages * PAGE);
-                for i in 0..pages {
-                    let iova = (at + i) * PAGE;
-                    inv = inv.union_hull(&self.clear_page(iova));
-                    let addr = (gpa + i) * PAGE;
-                    self.b.map_page(0, iova, addr, perm).unwrap();
-                    self.truth.insert(iova, (addr, perm));
-                }
-                inv
-            }
-            Edit::MapBig { slot, frame, perm } => {
-                let base = slot * BIG;
-                for p in 0..BIG / PAGE {
-                    self.truth.remove(&(base + p * PAGE));
-                }
-                self.big.insert(slot);
-                let addr = 0x4000_0000 + frame * BIG;
-                self.b.map_page(1, base, addr, perm).unwrap();
-                for p in 0..BIG / PAGE {
-                    self.truth.insert(base + p * PAGE, (addr + p * PAGE, perm));
-                }
-                AddrRange::from_len(base, BIG)
-            }
-            Edit::Unmap { at, pages } => {
-                let pages = pages.min(SPACE_PAGES - at);
-                let mut inv = AddrRange::from_len(at * PAGE, pages * PAGE);
-                for i in 0..pages {
-                    inv = inv.union_hull(&self.clear_page((at + i) * PAGE));
-                }
-                inv
-            }
-            Edit::Resync { at, pages } => {
-                AddrRange::from_len(at * PAGE, pages.min(SPACE_PAGES - at) * PAGE)
-            }
+/// Applies the step; returns the IOVA range the guest invalidates.
+fn apply(g: &mut Guest<'_>, s: &Step) -> AddrRange {
+    match s {
+        Step::Edit(e) => g.apply(e).unwrap(),
+        Step::Resync { at, pages } => {
+            AddrRange::from_len(at * PAGE, (*pages).min(SPACE_PAGES - at) * PAGE)
         }
     }
 }
 
-/// Reference layout, written independently of the engine: merge contiguous pages, cut at
-/// `MAX_RUN` multiples and around the hole.
-fn canonical(truth: &Truth) -> BTreeSet<Mapping> {
-    let mut out = BTreeSet::new();
-    let mut cur: Option<Mapping> = None;
-    for (&iova, &(gpa, perm)) in truth {
-        if HOLE.contains(iova) {
-            continue;
-        }
-        if let Some((s, g, len, p)) = cur {
-            if s + len == iova
-                && g + len == gpa
-                && p == perm
-                && iova % MAX_RUN != 0
-                && iova != HOLE.end
-            {
-                cur = Some((s, g, len + PAGE, p));
-                continue;
-            }
-            out.insert((s, g, len, p));
-        }
-        cur = Some((iova, gpa, PAGE, perm));
-    }
-    if let Some(c) = cur {
-        out.insert(c);
-    }
-    out
+fn truth_layout(t: &Truth) -> BTreeSet<Mapping> {
+    canonical(t, MAX_RUN, &[HOLE])
 }
 
 fn host_set(host: &SimHost) -> BTreeSet<Mapping> {
@@ -191,20 +96,20 @@ proptest! {
 
     #[test]
     fn host_equals_coalesced_truth_with_minimal_calls(
-        edits in prop::collection::vec(edit(), 1..40),
+        edits in prop::collection::vec(step(), 1..40),
         flavour in flavour(),
     ) {
         let mem = guest_memory(&[(TABLES.0, (TABLES.1 - TABLES.0) as usize)]);
         let fmt = RadixFormat::x86_like(4, ByteOrder::Little);
-        let mut g = Guest { b: TableBuilder::new(&fmt, &mem, TABLES.0, TABLES.1).unwrap(), truth: Truth::new(), big: BTreeSet::new() };
-        let root = g.b.root();
+        let mut g = Guest::new(&fmt, &mem, AddrRange::new(TABLES.0, TABLES.1), SPACE_PAGES).unwrap();
+        let root = g.root();
         let mut eng = ShadowEngine::new(SimHost::new(config(flavour, 65535)), ShadowConfig::default().with_max_run(MAX_RUN));
         let mut before = BTreeSet::new();
         for e in &edits {
-            let inv = g.apply(e);
+            let inv = apply(&mut g, e);
             let view = Walker::new(&fmt, &mem, root);
             let report = eng.sync(&view, inv).expect("sync");
-            let after = canonical(&g.truth);
+            let after = truth_layout(g.truth());
             prop_assert_eq!(&host_set(eng.host()), &after, "after {:?}", e);
             let minimum = before.symmetric_difference(&after).count() as u64;
             prop_assert_eq!(report.host_calls(), minimum, "calls for {:?}", e);
@@ -226,25 +131,25 @@ proptest! {
 
     #[test]
     fn small_entry_limit_never_loses_a_mapping(
-        edits in prop::collection::vec((edit(), any::<bool>()), 1..40),
+        edits in prop::collection::vec((step(), any::<bool>()), 1..40),
         limit in 1u32..24,
     ) {
         let mem = guest_memory(&[(TABLES.0, (TABLES.1 - TABLES.0) as usize)]);
         let fmt = RadixFormat::x86_like(4, ByteOrder::Little);
-        let mut g = Guest { b: TableBuilder::new(&fmt, &mem, TABLES.0, TABLES.1).unwrap(), truth: Truth::new(), big: BTreeSet::new() };
-        let root = g.b.root();
+        let mut g = Guest::new(&fmt, &mem, AddrRange::new(TABLES.0, TABLES.1), SPACE_PAGES).unwrap();
+        let root = g.root();
         let mut eng = ShadowEngine::new(SimHost::new(config(HostFlavour::Type1v2, limit)), ShadowConfig::default().with_max_run(MAX_RUN));
         // Ranges the guest changed without invalidating (lazy unmap, as s390 Linux does).
         let mut lazy: Vec<AddrRange> = Vec::new();
         for (e, invalidate) in &edits {
-            let inv = g.apply(e);
-            let lazy_edit = matches!(e, Edit::Unmap { .. }) && !invalidate;
+            let inv = apply(&mut g, e);
+            let lazy_edit = matches!(e, Step::Edit(Edit::Unmap { .. })) && !invalidate;
             if lazy_edit {
                 lazy.push(inv);
                 continue;
             }
             let view = Walker::new(&fmt, &mem, root);
-            let truth_now = canonical(&g.truth);
+            let truth_now = truth_layout(g.truth());
             match eng.sync_or_reclaim(&view, inv) {
                 Ok(report) => {
                     if report.reclaimed {
@@ -254,7 +159,7 @@ proptest! {
                         }
                     }
                     // Everything the guest maps in the invalidated range is on the host.
-                    for (&iova, &(gpa, perm)) in g.truth.range(inv.start..inv.end) {
+                    for (&iova, &(gpa, perm)) in g.truth().range(inv.start..inv.end) {
                         if HOLE.contains(iova) { continue; }
                         let m = eng.host().mappings().into_iter().find(|m| m.iova <= iova && iova < m.iova + m.size);
                         prop_assert!(m.is_some_and(|m| m.gpa + (iova - m.iova) == gpa && m.perm == perm), "page {iova:#x} missing");
@@ -266,7 +171,7 @@ proptest! {
                     prop_assert!(truth_now.len() > limit as usize, "{} mappings fit in {}", truth_now.len(), limit);
                     prop_assert!(!not_mapped.is_empty());
                     // Every guest page in the range is on the host or reported.
-                    for (&iova, &(gpa, _)) in g.truth.range(inv.start..inv.end) {
+                    for (&iova, &(gpa, _)) in g.truth().range(inv.start..inv.end) {
                         if HOLE.contains(iova) { continue; }
                         let on_host = eng.host().mappings().iter().any(|m| m.iova <= iova && iova < m.iova + m.size && m.gpa + (iova - m.iova) == gpa);
                         let reported = not_mapped.iter().any(|r| r.iova <= iova && iova < r.iova + r.size);
@@ -282,7 +187,7 @@ proptest! {
             for m in eng.host().mappings() {
                 for off in (0..m.size).step_by(PAGE as usize) {
                     let iova = m.iova + off;
-                    let in_truth = g.truth.get(&iova) == Some(&(m.gpa + off, m.perm));
+                    let in_truth = g.truth().get(&iova) == Some(&(m.gpa + off, m.perm));
                     let lazily = lazy.iter().any(|r| r.contains(iova));
                     prop_assert!(in_truth || lazily, "stale host page {iova:#x}");
                 }

@@ -10,7 +10,7 @@ pub mod format;
 pub mod runs;
 pub mod walker;
 
-pub use builder::TableBuilder;
+pub use builder::{BuildError, TableBuilder};
 pub use fault::WalkFault;
 pub use format::{ByteOrder, Decoded, EncodeFormat, PageTableFormat};
 pub use runs::{Run, RunMerger};

@@ -3,8 +3,10 @@
 //! The real formats live in the model crates; this one exists so the shared core can be
 //! tested, benchmarked, fuzzed and demonstrated on its own with any geometry and byte order.
 
+pub mod guest;
 pub mod radix;
 
+pub use guest::{Edit, GuestTables, Truth, canonical};
 pub use radix::RadixFormat;
 
 use vm_memory::{GuestAddress, GuestMemoryMmap};

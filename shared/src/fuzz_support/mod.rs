@@ -1,0 +1,44 @@
+//! Bodies of the fuzz targets on guest-controlled input, and the oracles they check.
+//!
+//! They live here, not in `fuzz/`, so that `cargo test` runs them too (over the checked-in
+//! corpus in `fuzz/corpus/<target>/` and over deterministic pseudo-random inputs) on the
+//! stable toolchain; `fuzz/` only wraps them for libFuzzer. Each target panics when an oracle
+//! fails, which is what a fuzzer reports.
+
+pub mod oracle;
+pub mod shadow;
+pub mod walker;
+
+pub use oracle::{check_enumeration, check_record_matches_host};
+pub use shadow::shadow;
+pub use walker::walker;
+
+/// A deterministic xorshift64* generator for pseudo-random replay inputs.
+#[derive(Clone, Debug)]
+pub struct XorShift(u64);
+
+impl XorShift {
+    /// A generator from `seed` (0 is replaced by a fixed odd constant).
+    pub fn new(seed: u64) -> Self {
+        XorShift(if seed == 0 {
+            0x9e37_79b9_7f4a_7c15
+        } else {
+            seed
+        })
+    }
+
+    /// The next 64 pseudo-random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// `len` pseudo-random bytes.
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next_u64() as u8).collect()
+    }
+}

@@ -1,0 +1,51 @@
+//! Oracles: checks that return what is wrong instead of panicking, so a test can show that
+//! they do reject inconsistent states.
+
+use crate::addr::AddrRange;
+use crate::host::SimHost;
+use crate::pt::Leaf;
+use crate::shadow::Record;
+
+/// Leaves from one enumeration of `range` must be in IOVA order, non-overlapping,
+/// power-of-two sized (at least 4 KiB), aligned to their size, and intersect `range`.
+pub fn check_enumeration(leaves: &[Leaf], range: AddrRange) -> Result<(), String> {
+    let mut prev_end: Option<u64> = None;
+    for l in leaves {
+        if !l.size.is_power_of_two() || l.size < 4096 || !l.iova.is_multiple_of(l.size) {
+            return Err(format!("leaf {l:?}: bad size or alignment"));
+        }
+        if !l.iova_range().overlaps(&range) {
+            return Err(format!("leaf {l:?} outside {range}"));
+        }
+        if let Some(end) = prev_end
+            && l.iova < end
+        {
+            return Err(format!(
+                "leaf {l:?} overlaps or precedes the previous one (ends {end:#x})"
+            ));
+        }
+        prev_end = Some(l.iova.saturating_add(l.size));
+    }
+    Ok(())
+}
+
+/// The engine's record must equal what the host holds, mapping for mapping.
+pub fn check_record_matches_host(record: &Record, host: &SimHost) -> Result<(), String> {
+    let rec: Vec<(u64, u64, u64)> = record.iter().map(|m| (m.iova, m.gpa, m.size)).collect();
+    let got: Vec<(u64, u64, u64)> = host
+        .mappings()
+        .iter()
+        .map(|m| (m.iova, m.gpa, m.size))
+        .collect();
+    if rec != got {
+        return Err(format!("record {rec:x?} != host {got:x?}"));
+    }
+    let perms_equal = record
+        .iter()
+        .zip(host.mappings())
+        .all(|(a, b)| a.perm == b.perm);
+    if !perms_equal {
+        return Err("record and host disagree on permissions".into());
+    }
+    Ok(())
+}
