@@ -1,1 +1,114 @@
-//! tmp
+//! An emulated AMD-Vi IOMMU (AMD I/O Virtualization Technology, spec 48882) for Rust VMMs.
+//!
+//! What it models:
+//!
+//! - the 16 KiB MMIO register file ([`regs`]) with RW / RW1C / read-only masks, and the PCI
+//!   capability block and IVRS values a VMM publishes ([`platform`]);
+//! - device table entries ([`dte`]): V, TV, Mode 0–6, IR/IW, DomainID, SA, reserved bits;
+//! - v1 host page tables ([`pagetable`]) on the shared walker: 1–6 levels, level skipping,
+//!   default-size leaves at every level, NextLevel-7 pages of any power-of-two size,
+//!   permissions ANDed across the DTE and every level;
+//! - the command buffer ([`command`]), processed synchronously on the register write;
+//! - the event log ([`event`]) with overflow and interrupts;
+//! - emulated-device DMA through [`AmdVi::device_iommu`] (`vm_memory::iommu`), faults logged
+//!   as IO_PAGE_FAULT and friends;
+//! - passthrough devices via [`AmdVi::attach_host`]: each device's address space is shadowed
+//!   into a host DMA backend with the shared shadow engine, following the guest's
+//!   invalidations (the capability header advertises NpCache so the guest invalidates on
+//!   map as well as unmap);
+//! - IVRS requester-id aliases ([`AmdVi::set_alias`]).
+//!
+//! Not modelled: interrupt remapping, guest (v2) page tables and PASIDs, PPR log entries,
+//! ATS, the exclusion range (its registers are stored; a VMM that never describes one in the
+//! IVRS never sees a guest program it), performance counters, dirty tracking.
+//!
+//! # Where this model follows the specification rather than QEMU
+//!
+//! (QEMU behaviour from `shared/reference/anchors-x86.md` §2 and §5.)
+//!
+//! - Default-size large leaves (NextLevel 0 above level 0) are 2 MiB / 1 GiB / ... pages
+//!   translated with their offset; QEMU sizes them one level too small and drops the offset.
+//! - Permissions are the AND of the DTE's and every level's IR/IW; QEMU returns the leaf's.
+//! - Level skipping (NextLevel below current − 1) is followed, with the skipped IOVA bits
+//!   required to be zero; QEMU treats every pointer as current − 1.
+//! - A Mode 0 entry without IR/IW blocks DMA for passthrough devices too (Linux's detached
+//!   device); QEMU identity-maps it. Mode 7 is an illegal entry on every path; QEMU can hit
+//!   an assertion on its shadow paths.
+//! - Illegal commands (unknown or unsupported opcode, reserved bits) stop processing with
+//!   CmdBufRun cleared and the head on the command; QEMU logs some and executes them.
+//! - IO_PAGE_FAULT carries the full DeviceID, the DomainID and the spec's PR/RW/PE/RZ flags;
+//!   QEMU reports the devfn only and the access kind in the wrong bits.
+//! - COMPLETION_WAIT's interrupt honours ComWaitIntEn; QEMU ignores it.
+//! - INVALIDATE_IOMMU_PAGES ranges follow the spec's size encoding exactly (QEMU widens
+//!   anything above bit 51 to everything).
+//! - Host out-of-resources during shadowing is reclaimed, retried, counted and returned as a
+//!   typed error; QEMU logs it and drops the mapping.
+//! - 64-bit base registers take effect when used, so two 32-bit halves in either order (or
+//!   single bytes) work; QEMU latches on particular writes.
+//!
+//! # Example: a guest enabling the IOMMU and waiting for a command
+//!
+//! ```
+//! use std::sync::Arc;
+//! use viommu_amd_vi::{AmdVi, Command, Config, regs::{control, offset, LEN_SHIFT}};
+//! use viommu_shared::regs::RecordingMsiSink;
+//! use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+//!
+//! let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap();
+//! let iommu = AmdVi::new(Config::default(), mem.clone(), Arc::new(RecordingMsiSink::new()));
+//!
+//! // Device table (all 64 Ki entries zero: DMA passes untranslated), a 512-entry command
+//! // buffer, then enable.
+//! iommu.mmio_write(offset::DEV_TAB_BASE, 8, 0x10_0000 | 0x1ff).unwrap();
+//! iommu.mmio_write(offset::CMD_BUF_BASE, 8, 0x20_0000 | (9 << LEN_SHIFT)).unwrap();
+//! iommu.mmio_write(offset::CONTROL, 8, control::CMD_BUF_EN | control::IOMMU_EN).unwrap();
+//!
+//! // COMPLETION_WAIT storing 0x42 at 0x30_0000.
+//! let cmd = Command::CompletionWait {
+//!     store: true, interrupt: false, fence: false, address: 0x30_0000, data: 0x42,
+//! };
+//! let [lo, hi] = cmd.encode();
+//! mem.write_obj(lo, GuestAddress(0x20_0000)).unwrap();
+//! mem.write_obj(hi, GuestAddress(0x20_0008)).unwrap();
+//! iommu.mmio_write(offset::CMD_TAIL, 4, 0x10).unwrap();
+//!
+//! // Done when the tail write returns.
+//! assert_eq!(mem.read_obj::<u64>(GuestAddress(0x30_0000)).unwrap(), 0x42);
+//! assert_eq!(iommu.mmio_read(offset::CMD_HEAD, 4), 0x10);
+//! ```
+
+#![deny(missing_docs)]
+
+pub mod command;
+mod command_processing;
+pub mod config;
+mod dma;
+pub mod dte;
+mod error;
+pub mod event;
+mod event_log;
+mod model;
+pub mod pagetable;
+pub mod platform;
+mod register_bank;
+pub mod regs;
+mod shadow;
+mod shared_state;
+mod stats;
+mod view;
+
+pub use command::{Command, IllegalCommand, invalidation_range};
+pub use config::{Config, DEFAULT_MMIO_BASE, MMIO_SIZE};
+pub use dma::PASSTHROUGH_TAG;
+pub use dte::{DeviceMode, Dte};
+pub use error::AmdViError;
+pub use event::{Event, EventCode, EventFlags, EventOutcome, EventRecord};
+pub use model::AmdVi;
+pub use pagetable::AmdV1Format;
+pub use platform::{IvrsInfo, PciCapability};
+pub use stats::Stats;
+
+/// The model type under the name every viommu model exports.
+pub type Model = AmdVi;
+/// The error type under the name every viommu model exports.
+pub type ModelError = AmdViError;

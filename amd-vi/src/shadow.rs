@@ -1,0 +1,193 @@
+//! Passthrough devices: one shared [`ShadowEngine`] per device keeps its host DMA mappings
+//! equal to the guest's view of the device's address space.
+//!
+//! The mode a shadow reflects is the device's entry as of the last time the IOMMU had to
+//! (re)load it — attach, INVALIDATE_DEVTAB_ENTRY, INVALIDATE_IOMMU_ALL, an IommuEn change or
+//! an alias change — which is what hardware caching the entry does. Then:
+//!
+//! - translated (Mode 1–6): the DTE-masked table walk; INVALIDATE_IOMMU_PAGES for its
+//!   DomainID syncs the invalidated range;
+//! - untranslated (IommuEn = 0, V = 0, or Mode 0 with IR/IW): identity over guest RAM with
+//!   those permissions;
+//! - blocked (Mode 0 without IR/IW, TV = 0, malformed or unreadable entry): nothing mapped.
+//!
+//! Passthrough DMA is not seen by the model, so a malformed entry or table of a passthrough
+//! device raises no event; the device is blocked (or the malformed part left unmapped).
+//!
+//! Host out of resources: `sync_or_reclaim` (sync; on failure reclaim everything and retry);
+//! what still does not fit stays unmapped, is counted, and is returned as
+//! [`AmdViError::HostOutOfResources`] from the call that processed the command. The span of
+//! what is missing is remembered and retried (without a reclaim) after every later
+//! successful sync of the device, so mappings come back as soon as the guest frees host
+//! entries.
+
+use crate::dte::DeviceMode;
+use crate::error::AmdViError;
+use crate::shared_state::Inner;
+use crate::stats;
+use crate::view::with_view;
+use viommu_shared::AddrRange;
+use viommu_shared::host::HostDma;
+use viommu_shared::pt::Run;
+use viommu_shared::shadow::{ShadowEngine, ShadowError, SyncReport};
+
+/// The whole IOVA space.
+pub const EVERYTHING: AddrRange = AddrRange::new(0, u64::MAX);
+
+/// A passthrough device's host address space and the mode it currently reflects.
+pub struct HostShadow {
+    /// The engine owning the host backend.
+    pub engine: ShadowEngine<Box<dyn HostDma + Send>>,
+    /// The mode the host mappings reflect.
+    pub mode: DeviceMode,
+    /// Span of guest mappings left unmapped by an out-of-resources failure.
+    pub unmapped: Option<AddrRange>,
+}
+
+impl HostShadow {
+    /// A shadow of `mode` over `engine`, nothing synced yet.
+    pub fn new(engine: ShadowEngine<Box<dyn HostDma + Send>>, mode: DeviceMode) -> HostShadow {
+        HostShadow {
+            engine,
+            mode,
+            unmapped: None,
+        }
+    }
+}
+
+/// The smallest range covering `runs`.
+fn hull(runs: &[Run]) -> Option<AddrRange> {
+    let first = runs.first()?;
+    let last = runs.last()?;
+    Some(AddrRange::new(
+        first.iova,
+        last.iova.saturating_add(last.size),
+    ))
+}
+
+impl Inner {
+    /// Brings `range` of the device's host mappings to its current mode's view.
+    pub fn sync_shadow(
+        &self,
+        device_id: u16,
+        shadow: &mut HostShadow,
+        range: AddrRange,
+    ) -> Result<(), AmdViError> {
+        stats::add(&self.stats.shadow_syncs, 1);
+        if range == EVERYTHING {
+            shadow.unmapped = None;
+        }
+        let limits = self.config.shadow.walk_limits;
+        let engine = &mut shadow.engine;
+        let retry = shadow.unmapped;
+        let (result, retried) =
+            with_view(&shadow.mode, &self.mem, &self.identity, limits, |view| {
+                let result = engine.sync_or_reclaim(view, range);
+                let retried = match (&result, retry) {
+                    (Ok(_), Some(missing)) => Some(engine.sync(view, missing)),
+                    _ => None,
+                };
+                (result, retried)
+            });
+        let mut retry_error = None;
+        match retried {
+            Some(Ok(report)) => {
+                self.count(&report);
+                shadow.unmapped = None;
+            }
+            Some(Err(ShadowError::OutOfResources { report, not_mapped })) => {
+                // Still missing: already reported when it was first left unmapped.
+                self.count(&report);
+                shadow.unmapped = hull(&not_mapped);
+            }
+            Some(Err(ShadowError::Unmap { report, run, error })) => {
+                self.count(&report);
+                stats::add(&self.stats.host_unmap_errors, 1);
+                retry_error = Some(AmdViError::HostUnmap {
+                    device_id,
+                    run,
+                    error,
+                });
+            }
+            None => {}
+        }
+        let error = match result {
+            Ok(report) => {
+                self.count(&report);
+                match retry_error {
+                    None => return Ok(()),
+                    Some(e) => e,
+                }
+            }
+            Err(ShadowError::OutOfResources { report, not_mapped }) => {
+                self.count(&report);
+                stats::add(&self.stats.host_reclaims, 1);
+                stats::add(&self.stats.host_out_of_resources, 1);
+                let missing = hull(&not_mapped);
+                shadow.unmapped = match (shadow.unmapped, missing) {
+                    (Some(a), Some(b)) => Some(a.union_hull(&b)),
+                    (a, b) => a.or(b),
+                };
+                AmdViError::HostOutOfResources {
+                    device_id,
+                    not_mapped,
+                }
+            }
+            Err(ShadowError::Unmap { run, error, report }) => {
+                self.count(&report);
+                stats::add(&self.stats.host_unmap_errors, 1);
+                AmdViError::HostUnmap {
+                    device_id,
+                    run,
+                    error,
+                }
+            }
+        };
+        self.note_host_error(&error);
+        Err(error)
+    }
+
+    fn count(&self, r: &SyncReport) {
+        stats::add(&self.stats.host_maps, r.map_calls);
+        stats::add(&self.stats.host_unmaps, r.unmap_calls);
+        stats::add(&self.stats.host_refused, r.refused.len() as u64);
+        stats::add(&self.stats.host_unmappable, r.unmappable.len() as u64);
+        if r.reclaimed {
+            stats::add(&self.stats.host_reclaims, 1);
+        }
+    }
+
+    /// Switches the device to `mode`; when it differs from what the host reflects (or
+    /// `always`), re-syncs the whole space.
+    pub fn retarget(
+        &self,
+        device_id: u16,
+        shadow: &mut HostShadow,
+        mode: DeviceMode,
+        always: bool,
+    ) -> Result<(), AmdViError> {
+        if shadow.mode == mode && !always {
+            return Ok(());
+        }
+        shadow.mode = mode;
+        self.sync_shadow(device_id, shadow, EVERYTHING)
+    }
+}
+
+/// Keeps the first error of a sequence of operations that must all run.
+#[derive(Debug, Default)]
+pub struct FirstError(Option<AmdViError>);
+
+impl FirstError {
+    /// Records `r`'s error if it is the first.
+    pub fn keep(&mut self, r: Result<(), AmdViError>) {
+        if let Err(e) = r {
+            self.0.get_or_insert(e);
+        }
+    }
+
+    /// `Ok` if nothing failed, else the first error.
+    pub fn into_result(self) -> Result<(), AmdViError> {
+        self.0.map_or(Ok(()), Err)
+    }
+}
