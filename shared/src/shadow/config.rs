@@ -14,7 +14,9 @@ pub struct ShadowConfig {
     /// Most host mappings this engine creates (a bound on memory for hosts without an entry
     /// limit, such as iommufd). Reaching it is reported as out of resources.
     pub max_mappings: usize,
-    /// Bounds on each guest page-table enumeration.
+    /// Bounds on each guest page-table enumeration. The engine reads the guest through a
+    /// [`GuestView`](super::GuestView) it is handed, so a model applies these when it builds
+    /// its [`Walker`](crate::pt::Walker): `Walker::new(..).with_limits(config.walk_limits)`.
     pub walk_limits: WalkLimits,
 }
 
