@@ -1,0 +1,93 @@
+//! [`VtdError`]: what a model operation reports to the VMM.
+
+use std::fmt;
+use viommu_shared::host::HostError;
+use viommu_shared::pt::Run;
+
+/// Errors reported to the VMM (never to the guest: the guest sees only what the architecture
+/// defines).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VtdError {
+    /// The host backend of a passthrough device ran out of DMA entries while processing an
+    /// invalidation (or attach), even after every shadowed space was reclaimed and the sync
+    /// retried. The listed guest runs stay unmapped on the host (the device will fault on the
+    /// host if it uses them); the guest's invalidation completed normally.
+    HostOutOfResources {
+        /// The passthrough device.
+        device_id: u32,
+        /// IOVA → guest-physical runs the guest maps but the host does not.
+        not_mapped: Vec<Run>,
+    },
+    /// The host refused to remove one of the shadow's own mappings; it stays mapped.
+    HostUnmap {
+        /// The passthrough device.
+        device_id: u32,
+        /// The mapping.
+        run: Run,
+        /// The host's answer.
+        error: HostError,
+    },
+    /// The device id is not a 16-bit PCI requester id.
+    InvalidDeviceId {
+        /// The id given.
+        device_id: u32,
+    },
+    /// A host backend is already attached for this device.
+    AlreadyAttached {
+        /// The device.
+        device_id: u32,
+    },
+    /// No host backend is attached for this device.
+    NotAttached {
+        /// The device.
+        device_id: u32,
+    },
+    /// Passthrough devices need caching mode (CAP.CM): without it the guest does not
+    /// invalidate after mapping, so the host could not follow (QEMU refuses the same way).
+    CachingModeOff,
+    /// A snapshot does not fit this unit's configuration (fault record count, queue
+    /// geometry); nothing was changed.
+    IncompatibleSnapshot,
+}
+
+impl fmt::Display for VtdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VtdError::HostOutOfResources {
+                device_id,
+                not_mapped,
+            } => write!(
+                f,
+                "device {device_id:#06x}: host out of DMA entries, {} runs ({} bytes) left unmapped",
+                not_mapped.len(),
+                not_mapped.iter().map(|r| r.size).sum::<u64>()
+            ),
+            VtdError::HostUnmap {
+                device_id,
+                run,
+                error,
+            } => write!(
+                f,
+                "device {device_id:#06x}: host refused to unmap [{:#x}, +{:#x}): {error}",
+                run.iova, run.size
+            ),
+            VtdError::InvalidDeviceId { device_id } => {
+                write!(f, "{device_id:#x} is not a PCI requester id")
+            }
+            VtdError::AlreadyAttached { device_id } => {
+                write!(f, "device {device_id:#06x} already has a host backend")
+            }
+            VtdError::NotAttached { device_id } => {
+                write!(f, "device {device_id:#06x} has no host backend")
+            }
+            VtdError::CachingModeOff => {
+                write!(f, "shadowing a passthrough device needs caching mode")
+            }
+            VtdError::IncompatibleSnapshot => {
+                write!(f, "snapshot does not match this unit's configuration")
+            }
+        }
+    }
+}
+
+impl std::error::Error for VtdError {}

@@ -1,0 +1,524 @@
+//! [`Vtd`]: the emulated remapping unit a VMM embeds.
+
+use crate::caps;
+use crate::config::Config;
+use crate::error::VtdError;
+use crate::fault::FaultRecord;
+use crate::queue::Queue;
+use crate::regs::{CAP, ECAP, FRCD_BASE, GCMD_IRE, GSTS, REGS};
+use crate::shadow::{HostBackend, ShadowedDevice, new_engine};
+use crate::snapshot::{QueueSnapshot, VtdSnapshot};
+use crate::space::Space;
+use crate::stats::VtdStats;
+use crate::tables::{RootMode, RootPointer};
+use crate::unit::{HANDLERS, Unit};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use viommu_shared::dma::{DeviceIommu, DmaFault, DmaRequest, DmaTranslate, DmaTranslation};
+use viommu_shared::iotlb::IotlbRegistry;
+use viommu_shared::regs::{MmioHandler, MsiSink, RegisterBank, RegisterFile, check_access};
+use viommu_shared::shadow::ShadowMapping;
+use vm_memory::GuestMemoryMmap;
+
+/// The register bank and the state behind it, under one lock.
+struct Inner {
+    bank: RegisterBank<Unit>,
+    unit: Unit,
+}
+
+impl Inner {
+    /// Registers to their reset values, CAP/ECAP from the configuration.
+    fn load_capabilities(&mut self) {
+        let regs = self.bank.regs_mut();
+        regs.set_at(CAP, caps::cap(&self.unit.config));
+        regs.set_at(ECAP, caps::ecap(&self.unit.config));
+    }
+
+    fn take_error(&mut self) -> Result<(), VtdError> {
+        match self.unit.error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Shared by [`Vtd`] and the [`DeviceIommu`]s it hands out.
+struct Core {
+    inner: Mutex<Inner>,
+    iotlb: Arc<IotlbRegistry>,
+    config: Config,
+    /// Errors of writes made through [`MmioHandler`], which cannot return them.
+    deferred: Mutex<Vec<VtdError>>,
+}
+
+/// Most errors kept for [`Vtd::take_deferred_errors`]; later ones are only counted.
+const MAX_DEFERRED: usize = 64;
+
+impl Core {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the state torn in a way that matters
+        // more than stopping every vCPU would; keep serving.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl fmt::Debug for Core {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Vtd")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DmaTranslate for Core {
+    fn translate(&self, req: &DmaRequest) -> Result<DmaTranslation, DmaFault> {
+        let mut inner = self.lock();
+        let Inner { bank, unit } = &mut *inner;
+        unit.translate(bank.regs_mut(), req)
+    }
+}
+
+/// An emulated Intel VT-d DMA-remapping unit.
+///
+/// - The guest programs it through [`mmio_read`](Self::mmio_read) /
+///   [`mmio_write`](Self::mmio_write) (the register window at the DRHD base,
+///   [`mmio_size`](Self::mmio_size) bytes).
+/// - Emulated devices DMA through it: it implements [`DmaTranslate`], and
+///   [`device_iommu`](Self::device_iommu) gives a device its `vm_memory` IOMMU.
+/// - Passthrough devices are shadowed: [`attach_host`](Self::attach_host) keeps a host DMA
+///   address space equal to what the guest maps for the device, updated on every
+///   invalidation the guest issues (caching mode).
+///
+/// Every method takes `&self`; the unit is `Send + Sync`. Clones are handles to the same
+/// unit.
+#[derive(Clone)]
+pub struct Vtd {
+    core: Arc<Core>,
+}
+
+impl fmt::Debug for Vtd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.core.fmt(f)
+    }
+}
+
+impl Vtd {
+    /// A unit with `config`, translating against guest memory `mem`, delivering fault and
+    /// invalidation-completion interrupts to `msi`. Out-of-range configuration values are
+    /// clamped (see [`Config`]).
+    pub fn new(config: Config, mem: GuestMemoryMmap, msi: Arc<dyn MsiSink>) -> Vtd {
+        let iotlb = Arc::new(IotlbRegistry::with_capacity(config.iotlb_capacity));
+        // The static table and handler list are checked by unit tests; neither depends on
+        // guest input.
+        let regs = RegisterFile::new(REGS).expect("VT-d register table is valid");
+        let bank = RegisterBank::new(regs, HANDLERS).expect("VT-d handler table is valid");
+        let unit = Unit::new(config.clone(), mem, msi, iotlb.clone());
+        let mut inner = Inner { bank, unit };
+        inner.load_capabilities();
+        Vtd {
+            core: Arc::new(Core {
+                inner: Mutex::new(inner),
+                iotlb,
+                config,
+                deferred: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Errors of register writes made through the [`MmioHandler`] implementation (e.g. via
+    /// `viommu_shared::regs::MmioAdapter` on a `vm-device` bus), oldest first; at most 64
+    /// are kept, later ones are counted in [`VtdStats::errors_not_returned`].
+    pub fn take_deferred_errors(&self) -> Vec<VtdError> {
+        std::mem::take(
+            &mut *self
+                .core
+                .deferred
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.core.config
+    }
+
+    /// The CAP register value.
+    pub fn cap(&self) -> u64 {
+        caps::cap(&self.core.config)
+    }
+
+    /// The ECAP register value.
+    pub fn ecap(&self) -> u64 {
+        caps::ecap(&self.core.config)
+    }
+
+    /// Size of the register window in bytes (4 KiB aligned; the fault recording registers
+    /// follow the fixed registers at CAP.FRO × 16 = 0x220).
+    pub fn mmio_size(&self) -> u64 {
+        let end = FRCD_BASE + 16 * self.core.config.fault_record_count() as u64;
+        end.div_ceil(0x1000) * 0x1000
+    }
+
+    /// Guest read of `len` bytes at `offset` in the register window. Only naturally aligned
+    /// 4- and 8-byte accesses are defined (VT-d spec 10.2); others, and offsets where no
+    /// register is, read 0.
+    pub fn mmio_read(&self, offset: u64, len: usize) -> u64 {
+        if !matches!(len, 4 | 8) || check_access(offset, len).is_err() {
+            return 0;
+        }
+        let inner = self.core.lock();
+        if inner.unit.faults.contains(offset) {
+            return inner.unit.faults.read(offset, len);
+        }
+        inner.bank.read(offset, len)
+    }
+
+    /// Guest write of the low `len` bytes of `value` at `offset`. Accesses other than aligned
+    /// 4- or 8-byte ones, and writes where no register is, are ignored.
+    ///
+    /// Side effects (command handshakes, invalidations, queue processing) complete before it
+    /// returns. The guest-visible result never depends on the host; a host failure while
+    /// shadowing an invalidation is returned here (the first one; later ones are counted in
+    /// [`VtdStats::errors_not_returned`]).
+    pub fn mmio_write(&self, offset: u64, len: usize, value: u64) -> Result<(), VtdError> {
+        if !matches!(len, 4 | 8) || check_access(offset, len).is_err() {
+            return Ok(());
+        }
+        let mut inner = self.core.lock();
+        let Inner { bank, unit } = &mut *inner;
+        if unit.faults.contains(offset) {
+            unit.faults.write(bank.regs_mut(), offset, len, value);
+        } else {
+            bank.write(unit, offset, len, value);
+        }
+        inner.take_error()
+    }
+
+    /// System reset: registers to their reset values, translation and queued invalidation
+    /// off, fault records cleared, caches emptied; passthrough devices go back to the
+    /// identity map of guest RAM. Aliases and attached hosts stay.
+    pub fn reset(&self) -> Result<(), VtdError> {
+        let mut inner = self.core.lock();
+        inner.bank.reset();
+        inner.load_capabilities();
+        let unit = &mut inner.unit;
+        unit.faults.reset();
+        unit.queue = Default::default();
+        unit.root = RootPointer::default();
+        unit.translating = false;
+        unit.irta = None;
+        unit.iotlb.invalidate_all();
+        unit.refresh(|_, _| true);
+        inner.take_error()
+    }
+
+    /// The emulated-device translation cache shared by every [`DeviceIommu`] of this unit.
+    pub fn iotlb(&self) -> &Arc<IotlbRegistry> {
+        &self.core.iotlb
+    }
+
+    /// The `vm_memory` IOMMU of emulated device `requester_id` (bus << 8 | devfn) for DMA
+    /// without PASID: wrap guest memory in
+    /// `vm_memory::iommu::IommuMemory<GuestMemoryMmap, DeviceIommu>` for the device.
+    pub fn device_iommu(&self, requester_id: u32) -> DeviceIommu {
+        self.device_iommu_with_pasid(requester_id, None)
+    }
+
+    /// The IOMMU of emulated device `requester_id` for DMA with `pasid` (scalable mode).
+    pub fn device_iommu_with_pasid(&self, requester_id: u32, pasid: Option<u32>) -> DeviceIommu {
+        let tlb = self.core.iotlb.register(requester_id, pasid);
+        DeviceIommu::new(tlb, self.core.clone())
+    }
+
+    /// Makes requests from `requester_id` look like requests from `alias` (a device behind a
+    /// PCIe-to-PCI bridge uses the bridge's requester id): context lookup, fault source id and
+    /// context-cache invalidation matching all use the alias. Re-syncs the device if it is a
+    /// passthrough device.
+    pub fn set_alias(&self, requester_id: u32, alias: u32) -> Result<(), VtdError> {
+        let rid = rid16(requester_id)?;
+        let alias = rid16(alias)?;
+        self.change_alias(rid, Some(alias))
+    }
+
+    /// Removes the alias of `requester_id`.
+    pub fn clear_alias(&self, requester_id: u32) -> Result<(), VtdError> {
+        let rid = rid16(requester_id)?;
+        self.change_alias(rid, None)
+    }
+
+    fn change_alias(&self, rid: u16, alias: Option<u16>) -> Result<(), VtdError> {
+        let mut inner = self.core.lock();
+        let unit = &mut inner.unit;
+        match alias {
+            Some(a) if a != rid => unit.aliases.insert(rid, a),
+            _ => unit.aliases.remove(&rid),
+        };
+        unit.iotlb.invalidate_device(u32::from(rid));
+        unit.refresh_device(rid);
+        inner.take_error()
+    }
+
+    /// Shadows device `device_id`'s DMA address space into `host`: from now on the host maps
+    /// exactly what the guest maps for the device (guest RAM identity while translation is
+    /// off or the context is pass-through; nothing while it is blocked), coalesced.
+    ///
+    /// The initial sync's host failure is returned, but the device stays attached (later
+    /// invalidations retry). Needs [`Config::caching_mode`].
+    pub fn attach_host(&self, device_id: u32, host: HostBackend) -> Result<(), VtdError> {
+        let rid = rid16(device_id)?;
+        if !self.core.config.caching_mode {
+            return Err(VtdError::CachingModeOff);
+        }
+        let mut inner = self.core.lock();
+        let unit = &mut inner.unit;
+        if unit.shadows.devices.contains_key(&rid) {
+            return Err(VtdError::AlreadyAttached { device_id });
+        }
+        let engine = new_engine(host, &unit.config.shadow);
+        unit.shadows.devices.insert(
+            rid,
+            ShadowedDevice {
+                engine,
+                // Blocked with no mapping is what an empty host is; the refresh below
+                // resolves the real space and syncs it.
+                space: Space::Blocked {
+                    reason: crate::fault::FaultReason::ContextNotPresent,
+                },
+            },
+        );
+        let space = unit.space_of(rid);
+        if let Some(dev) = unit.shadows.devices.get_mut(&rid) {
+            dev.space = space;
+        }
+        let r = unit.shadows.sync(
+            rid,
+            &unit.mem,
+            unit.config.shadow.walk_limits,
+            crate::shadow::Extent::All,
+            &mut unit.stats,
+        );
+        unit.note(r);
+        inner.take_error()
+    }
+
+    /// Stops shadowing `device_id`: every host mapping made for it is removed, and the host
+    /// backend is dropped.
+    pub fn detach_host(&self, device_id: u32) -> Result<(), VtdError> {
+        let rid = rid16(device_id)?;
+        let mut dev = {
+            let mut inner = self.core.lock();
+            inner
+                .unit
+                .shadows
+                .devices
+                .remove(&rid)
+                .ok_or(VtdError::NotAttached { device_id })?
+        };
+        dev.engine.teardown().map_err(|e| match e {
+            viommu_shared::shadow::ShadowError::Unmap { run, error, .. } => VtdError::HostUnmap {
+                device_id,
+                run,
+                error,
+            },
+            viommu_shared::shadow::ShadowError::OutOfResources { not_mapped, .. } => {
+                VtdError::HostOutOfResources {
+                    device_id,
+                    not_mapped,
+                }
+            }
+        })?;
+        Ok(())
+    }
+
+    /// The host mappings currently made for passthrough device `device_id`, in IOVA order.
+    pub fn host_mappings(&self, device_id: u32) -> Option<Vec<ShadowMapping>> {
+        let rid = u16::try_from(device_id).ok()?;
+        self.core.lock().unit.shadows.mappings(rid)
+    }
+
+    /// The space passthrough device `device_id` is shadowed from.
+    pub fn shadow_space(&self, device_id: u32) -> Option<Space> {
+        let rid = u16::try_from(device_id).ok()?;
+        self.core
+            .lock()
+            .unit
+            .shadows
+            .devices
+            .get(&rid)
+            .map(|d| d.space)
+    }
+
+    /// The space DMA without PASID from `requester_id` goes through right now (reading the
+    /// guest's tables; records no fault).
+    pub fn device_space(&self, requester_id: u32) -> Option<Space> {
+        let rid = u16::try_from(requester_id).ok()?;
+        Some(self.core.lock().unit.space_of(rid))
+    }
+
+    /// Fault recording registers whose F bit is set.
+    pub fn fault_records(&self) -> Vec<FaultRecord> {
+        self.core.lock().unit.faults.pending()
+    }
+
+    /// Event counters.
+    pub fn stats(&self) -> VtdStats {
+        self.core.lock().unit.stats
+    }
+
+    /// Whether translation is enabled (GSTS.TES).
+    pub fn translation_enabled(&self) -> bool {
+        self.core.lock().unit.translating
+    }
+
+    /// The root table pointer latched by the last SRTP.
+    pub fn root_pointer(&self) -> RootPointer {
+        self.core.lock().unit.root
+    }
+
+    /// The interrupt remapping table address latched by the last SIRTP, if any.
+    pub fn interrupt_remap_table(&self) -> Option<u64> {
+        self.core.lock().unit.irta
+    }
+
+    /// Interrupt remapping as programmed: latched IRTA and GSTS.IRES. The VMM does the
+    /// remapping itself; the unit only models the register handshake.
+    pub fn interrupt_remapping(&self) -> InterruptRemapping {
+        let inner = self.core.lock();
+        let irta = inner.unit.irta.unwrap_or(0);
+        InterruptRemapping {
+            table: irta & !0xfff,
+            entries: 2u32 << (irta & 0xf),
+            extended: irta & (1 << 11) != 0,
+            latched: inner.unit.irta.is_some(),
+            enabled: inner.bank.regs().get_at(GSTS).unwrap_or(0) & GCMD_IRE != 0,
+        }
+    }
+
+    /// The guest-visible state, for migration.
+    pub fn save(&self) -> VtdSnapshot {
+        let inner = self.core.lock();
+        let regs = inner.bank.regs();
+        let registers = regs
+            .specs()
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| (spec.offset, regs.get(i).unwrap_or(0)))
+            .collect();
+        let unit = &inner.unit;
+        let (fault_records, next_fault_record) = unit.faults.save();
+        let q = unit.queue;
+        VtdSnapshot {
+            registers,
+            fault_records,
+            next_fault_record,
+            root: unit.root,
+            translating: unit.translating,
+            queue: QueueSnapshot {
+                enabled: q.enabled,
+                base: q.base,
+                entries: q.entries,
+                wide: q.wide,
+                head: q.head,
+            },
+            irta: unit.irta,
+        }
+    }
+
+    /// Loads a state produced by [`save`](Self::save) on a unit with the same configuration.
+    /// Caches are emptied and passthrough devices re-synced from the guest's tables (a host
+    /// failure there is returned after the state is loaded).
+    pub fn restore(&self, snapshot: &VtdSnapshot) -> Result<(), VtdError> {
+        let q = snapshot.queue;
+        let queue_ok = !q.enabled
+            || (q.entries.is_power_of_two()
+                && (128..=32768).contains(&q.entries)
+                && q.head < q.entries
+                && (!q.wide || self.core.config.scalable_mode));
+        let root_ok = self.core.config.scalable_mode || snapshot.root.mode == RootMode::Legacy;
+        if !queue_ok || !root_ok {
+            return Err(VtdError::IncompatibleSnapshot);
+        }
+        let mut inner = self.core.lock();
+        let Inner { bank, unit } = &mut *inner;
+        if !unit
+            .faults
+            .restore(&snapshot.fault_records, snapshot.next_fault_record)
+        {
+            return Err(VtdError::IncompatibleSnapshot);
+        }
+        bank.reset();
+        for &(offset, value) in &snapshot.registers {
+            bank.regs_mut().set_at(offset, value);
+        }
+        unit.queue = if q.enabled {
+            Queue {
+                enabled: true,
+                base: q.base,
+                entries: q.entries,
+                wide: q.wide,
+                head: q.head,
+            }
+        } else {
+            Queue::default()
+        };
+        unit.root = snapshot.root;
+        unit.translating = snapshot.translating;
+        unit.irta = snapshot.irta;
+        inner.load_capabilities();
+        let unit = &mut inner.unit;
+        unit.iotlb.invalidate_all();
+        unit.refresh(|_, _| true);
+        inner.take_error()
+    }
+}
+
+/// Interrupt remapping state as the guest programmed it (see
+/// [`Vtd::interrupt_remapping`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct InterruptRemapping {
+    /// Table base (IRTA 63:12 at the last SIRTP).
+    pub table: u64,
+    /// Number of entries, 2^(S + 1).
+    pub entries: u32,
+    /// EIME: x2APIC mode.
+    pub extended: bool,
+    /// Whether SIRTP was ever issued.
+    pub latched: bool,
+    /// GSTS.IRES.
+    pub enabled: bool,
+}
+
+/// Register accesses from a `vm-device` bus through `viommu_shared::regs::MmioAdapter`:
+/// write errors (host failures while shadowing) are kept for
+/// [`Vtd::take_deferred_errors`].
+impl MmioHandler for Vtd {
+    fn mmio_read(&mut self, offset: u64, len: usize) -> u64 {
+        Vtd::mmio_read(self, offset, len)
+    }
+
+    fn mmio_write(&mut self, offset: u64, len: usize, value: u64) {
+        if let Err(e) = Vtd::mmio_write(self, offset, len, value) {
+            let mut deferred = self
+                .core
+                .deferred
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if deferred.len() < MAX_DEFERRED {
+                deferred.push(e);
+            } else {
+                self.core.lock().unit.stats.errors_not_returned += 1;
+            }
+        }
+    }
+}
+
+impl DmaTranslate for Vtd {
+    fn translate(&self, req: &DmaRequest) -> Result<DmaTranslation, DmaFault> {
+        self.core.translate(req)
+    }
+}
+
+fn rid16(device_id: u32) -> Result<u16, VtdError> {
+    u16::try_from(device_id).map_err(|_| VtdError::InvalidDeviceId { device_id })
+}

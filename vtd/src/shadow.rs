@@ -1,0 +1,146 @@
+//! Passthrough devices: one [`ShadowEngine`] per device over its host backend, kept equal to
+//! the device's [`Space`] (`anchors-x86.md` §1.10, with out-of-resources surfaced instead of
+//! lost, §5 item 1).
+
+use crate::error::VtdError;
+use crate::space::{Space, SpaceView, format_of};
+use crate::stats::VtdStats;
+use std::collections::BTreeMap;
+use viommu_shared::AddrRange;
+use viommu_shared::host::HostDma;
+use viommu_shared::pt::WalkLimits;
+use viommu_shared::shadow::{ShadowEngine, ShadowError, ShadowMapping, SyncReport};
+use vm_memory::GuestMemoryMmap;
+
+/// The host backend type shadows map into.
+pub type HostBackend = Box<dyn HostDma + Send>;
+
+/// One passthrough device.
+pub(crate) struct ShadowedDevice {
+    pub(crate) engine: ShadowEngine<HostBackend>,
+    pub(crate) space: Space,
+}
+
+/// What to bring in sync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Extent {
+    /// One range (page-selective invalidation).
+    Range(AddrRange),
+    /// The whole space (domain/global invalidation, space change).
+    All,
+}
+
+/// Every passthrough device of a unit, by requester id.
+#[derive(Default)]
+pub(crate) struct Shadows {
+    pub(crate) devices: BTreeMap<u16, ShadowedDevice>,
+}
+
+/// The interrupt address range: never a DMA target, so never mapped on the host.
+pub(crate) const INTERRUPT_RANGE: AddrRange = AddrRange::new(0xfee0_0000, 0xfef0_0000);
+
+fn account(stats: &mut VtdStats, report: &SyncReport) {
+    stats.host_refused_maps += report.refused.len() as u64;
+    stats.host_unmappable_runs += report.unmappable.len() as u64;
+    stats.shadow_walk_faults += report.walk_faults;
+    if report.reclaimed {
+        stats.host_reclaims += 1;
+    }
+}
+
+fn sync_one(
+    dev: &mut ShadowedDevice,
+    mem: &GuestMemoryMmap,
+    limits: WalkLimits,
+    extent: Extent,
+) -> Result<SyncReport, ShadowError> {
+    let format = format_of(&dev.space);
+    let view = SpaceView::new(&dev.space, &format, mem, limits);
+    match extent {
+        Extent::Range(r) => dev.engine.sync_or_reclaim(&view, r),
+        Extent::All => dev.engine.reclaim(&view),
+    }
+}
+
+impl Shadows {
+    /// Brings device `id` to its space over `extent`. On host out-of-resources: reclaims every
+    /// other shadowed space (they may share the host's limits: the same container, the
+    /// process's pin limit), retries once, and reports what is still unmapped.
+    pub(crate) fn sync(
+        &mut self,
+        id: u16,
+        mem: &GuestMemoryMmap,
+        limits: WalkLimits,
+        extent: Extent,
+        stats: &mut VtdStats,
+    ) -> Result<(), VtdError> {
+        let Some(dev) = self.devices.get_mut(&id) else {
+            return Ok(());
+        };
+        let first = sync_one(dev, mem, limits, extent);
+        let result = match first {
+            Err(ShadowError::OutOfResources { .. }) => {
+                stats.host_reclaims += 1;
+                for (other_id, other) in self.devices.iter_mut() {
+                    if *other_id == id {
+                        continue;
+                    }
+                    match sync_one(other, mem, limits, Extent::All) {
+                        Ok(report) => account(stats, &report),
+                        Err(ShadowError::OutOfResources { report, .. }) => account(stats, &report),
+                        Err(ShadowError::Unmap { report, .. }) => {
+                            stats.host_unmap_errors += 1;
+                            account(stats, &report);
+                        }
+                    }
+                }
+                match self.devices.get_mut(&id) {
+                    Some(dev) => sync_one(dev, mem, limits, extent),
+                    None => return Ok(()),
+                }
+            }
+            other => other,
+        };
+        match result {
+            Ok(report) => {
+                account(stats, &report);
+                Ok(())
+            }
+            Err(ShadowError::OutOfResources { report, not_mapped }) => {
+                account(stats, &report);
+                stats.host_out_of_resources += 1;
+                Err(VtdError::HostOutOfResources {
+                    device_id: u32::from(id),
+                    not_mapped,
+                })
+            }
+            Err(ShadowError::Unmap { run, error, report }) => {
+                account(stats, &report);
+                stats.host_unmap_errors += 1;
+                Err(VtdError::HostUnmap {
+                    device_id: u32::from(id),
+                    run,
+                    error,
+                })
+            }
+        }
+    }
+
+    /// Host mappings of device `id`.
+    pub(crate) fn mappings(&self, id: u16) -> Option<Vec<ShadowMapping>> {
+        self.devices
+            .get(&id)
+            .map(|d| d.engine.record().iter().copied().collect())
+    }
+}
+
+/// A new engine over `host` that never maps guest-physical addresses in the interrupt range.
+pub(crate) fn new_engine(
+    host: HostBackend,
+    config: &viommu_shared::shadow::ShadowConfig,
+) -> ShadowEngine<HostBackend> {
+    let mut engine = ShadowEngine::new(host, config.clone());
+    // Nothing is mapped yet, so this only records the exclusion (no host call).
+    let _ = engine.discard_gpa(&viommu_shared::shadow::EmptyView, INTERRUPT_RANGE);
+    engine
+}
