@@ -5,11 +5,13 @@
 //! [`VfioContainerBackend`] (a real `/dev/vfio/vfio` type1 container).
 
 pub mod error;
+pub mod shared;
 pub mod sim;
 pub mod vfio;
 
 pub use error::HostError;
-pub use sim::{HostCall, HostFlavour, HostMapping, SharedSimHost, SimHost, SimHostConfig};
+pub use shared::{SharedHost, SharedSimHost};
+pub use sim::{HostCall, HostFlavour, HostMapping, SimHost, SimHostConfig};
 pub use vfio::VfioContainerBackend;
 
 use crate::addr::AddrRange;

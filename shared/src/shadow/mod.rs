@@ -21,4 +21,4 @@ pub use config::ShadowConfig;
 pub use engine::ShadowEngine;
 pub use error::{ShadowError, SyncReport};
 pub use record::{Record, ShadowMapping};
-pub use view::{EmptyView, GuestView, IdentityView};
+pub use view::{EmptyView, GuestView, IdentityView, MaskedView};
