@@ -204,3 +204,104 @@ fn unbacked_guest_memory_is_efault_and_calls_are_recorded() {
     );
     assert!(h.calls().is_empty());
 }
+
+// Regressions from the real-kernel oracle (tests/real-kernel: VfioContainerBackend on Linux
+// 6.1.0-57 vfio_iommu_type1 with QEMU's intel-iommu and amd-iommu, dma_entry_limit=64).
+
+#[test]
+fn type1v1_unmap_starting_inside_a_mapping_unmaps_nothing_as_measured() {
+    let mut h = SimHost::new(
+        SimHostConfig::vtd()
+            .with_flavour(HostFlavour::Type1v1)
+            .with_entry_limit(64),
+    );
+    // "[v1] 2-page mapping X at A: OK", "1-page Y right after X: OK",
+    // "from inside X, covering Y: unmap A+4K+0x2000 -> OK size=0 avail=62"
+    h.map(A, 0, 2 * K4, Perm::RW).unwrap();
+    h.map(A + 2 * K4, 0, K4, Perm::RW).unwrap();
+    assert_eq!(h.unmap(A + K4, 2 * K4), Ok(0));
+    assert_eq!(h.mapping_count(), 2);
+    assert_eq!(h.remaining_entries(), Some(62));
+    // "X and Y exactly: unmap A+0x3000 -> OK size=12288 avail=64"
+    assert_eq!(h.unmap(A, 3 * K4), Ok(12288));
+    assert_eq!(h.remaining_entries(), Some(64));
+    // "2-page Z right after X", "covers X, cuts Z: unmap A+0x3000 -> OK size=16384"
+    h.map(A, 0, 2 * K4, Perm::RW).unwrap();
+    h.map(A + 2 * K4, 0, 2 * K4, Perm::RW).unwrap();
+    assert_eq!(h.unmap(A, 3 * K4), Ok(16384));
+    assert_eq!(h.mapping_count(), 0);
+}
+
+#[test]
+fn unbacked_gpa_is_efault_before_the_kernel_checks_as_measured() {
+    // VfioContainerBackend translates guest-physical to host-virtual before MAP_DMA, so an
+    // unbacked range never reaches the kernel's overlap, count or alignment checks.
+    for flavour in [HostFlavour::Type1v2, HostFlavour::Type1v1] {
+        let mut h = SimHost::new(SimHostConfig {
+            backed: Some(vec![AddrRange::new(0, 0x200_0000)]),
+            ..SimHostConfig::vtd()
+                .with_flavour(flavour)
+                .with_entry_limit(2)
+        });
+        let unbacked = 0x1000_0000;
+        h.map(A, 0, K4, Perm::READ).unwrap();
+        // "overlap with unbacked gpa: map A+0x1000 -> gpa 0x10000000 RW: EFAULT"
+        assert_eq!(h.map(A, unbacked, K4, Perm::RW), Err(HostError::BadAddress));
+        assert_eq!(
+            h.map(A + 1, unbacked, K4, Perm::RW),
+            Err(HostError::BadAddress)
+        );
+        h.map(A + K4, 0, K4, Perm::RW).unwrap();
+        assert_eq!(h.remaining_entries(), Some(0));
+        // "unbacked gpa at full: EFAULT avail=0"; a backed one is ENOSPC.
+        assert_eq!(
+            h.map(A + 4 * K4, unbacked, K4, Perm::RW),
+            Err(HostError::BadAddress)
+        );
+        assert_eq!(
+            h.map(A + 4 * K4, 0, K4, Perm::RW),
+            Err(HostError::OutOfResources)
+        );
+        // Neither READ nor WRITE, size 0 and a wrapping range are still EINVAL first.
+        assert_eq!(
+            h.map(A, unbacked, K4, Perm::empty()),
+            Err(HostError::Invalid)
+        );
+        assert_eq!(h.map(A, unbacked, 0, Perm::RW), Err(HostError::Invalid));
+        assert_eq!(
+            h.map(A, u64::MAX - K4 + 1, 2 * K4, Perm::RW),
+            Err(HostError::Invalid)
+        );
+    }
+}
+
+#[test]
+fn unmap_ending_at_the_top_of_the_space_unmaps_nothing_as_measured() {
+    // type1 compares against `iova + size`, which wraps to 0: "unmap from X to 2^64 (iova +
+    // size wraps to 0) -> OK size=0", X stays mapped (VT-d and AMD-Vi, v1 and v2).
+    let top = u64::MAX - K4 + 1;
+    for flavour in [HostFlavour::Type1v2, HostFlavour::Type1v1] {
+        let mut h = SimHost::new(
+            SimHostConfig::amd_vi()
+                .with_flavour(flavour)
+                .with_entry_limit(64),
+        );
+        h.map(A, 0, 2 * K4, Perm::RW).unwrap();
+        assert_eq!(h.unmap(A, 0u64.wrapping_sub(A)), Ok(0));
+        assert_eq!(h.remaining_entries(), Some(63));
+        assert_eq!(h.unmap(A, 2 * K4), Ok(8192));
+        // AMD-Vi: "page below the top page: map 0xffffffffffffe000+0x1000 -> OK",
+        // "unmap [it, 2^64) -> OK size=0", "unmap it exactly -> OK size=4096".
+        assert_eq!(h.map(top - K4, 0, K4, Perm::RW), Ok(()));
+        assert_eq!(h.unmap(top - K4, 2 * K4), Ok(0));
+        assert_eq!(h.unmap(top - K4, K4), Ok(4096));
+        // The top page itself: the kernel maps it (and then cannot unmap it: "map
+        // 0xfffffffffffff000+0x1000 -> OK", "unmap it -> OK size=0", and unmap_all with only
+        // it mapped -> OK size=0); VfioContainerBackend refuses it, and so does SimHost.
+        assert_eq!(h.map(top, 0, K4, Perm::RW), Err(HostError::Invalid));
+        assert_eq!(h.remaining_entries(), Some(64));
+    }
+    // On VT-d the page is outside the 39-bit range in the first place.
+    let mut h = host(HostFlavour::Type1v2);
+    assert_eq!(h.map(top, 0, K4, Perm::RW), Err(HostError::Invalid));
+}

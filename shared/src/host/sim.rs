@@ -15,7 +15,8 @@ pub enum HostFlavour {
     /// VFIO type1 v2 (`VFIO_TYPE1v2_IOMMU`): unmaps that cut a mapping fail with `EINVAL`.
     Type1v2,
     /// VFIO type1 v1 (`VFIO_TYPE1_IOMMU`): an unmap removes every mapping whose first IOVA it
-    /// covers, whole; one offset into a mapping succeeds with size 0.
+    /// covers, whole; one that starts inside a mapping succeeds with size 0 and removes
+    /// nothing, not even later mappings it covers.
     Type1v1,
     /// iommufd IOAS: no entry limit; partial or empty unmaps fail with `ENOENT`.
     Iommufd,
@@ -32,7 +33,9 @@ pub struct SimHostConfig {
     pub iova_ranges: Vec<AddrRange>,
     /// Supported page sizes; the lowest bit is the alignment for iova, size and address.
     pub page_sizes: u64,
-    /// Guest-physical ranges backed by host memory; a map outside them fails `EFAULT`.
+    /// Guest-physical ranges backed by host memory; a map outside them fails `EFAULT`, ahead
+    /// of every check but READ/WRITE, size 0 and wrap of the guest-physical range (like
+    /// `VfioContainerBackend`, which translates to a host address before calling the kernel).
     /// `None` means all guest-physical addresses are backed.
     pub backed: Option<Vec<AddrRange>>,
 }
@@ -250,21 +253,33 @@ impl SimHost {
         if !perm.intersects(Perm::RW) {
             return Err(HostError::Invalid);
         }
-        let page = self.min_page();
-        if size == 0
-            || !size.is_multiple_of(page)
-            || !iova.is_multiple_of(page)
-            || !gpa.is_multiple_of(page)
-        {
-            return Err(HostError::Invalid);
-        }
         let wrap = if iommufd {
             HostError::Overflow
         } else {
             HostError::Invalid
         };
-        let last = iova.checked_add(size - 1).ok_or(wrap)?;
+        if size == 0 {
+            return Err(HostError::Invalid);
+        }
         gpa.checked_add(size - 1).ok_or(wrap)?;
+        // A real backend turns the guest-physical range into a host virtual address before
+        // it calls the kernel (`VfioContainerBackend::map` → `gpa_to_hva`), so an unbacked
+        // range is EFAULT ahead of every kernel check: overlap, entry count, alignment of
+        // the IOVA (real-kernel oracle, tests/real-kernel: "overlap with unbacked gpa" and
+        // "unbacked gpa at full" answer EFAULT on Linux 6.1 with VT-d and AMD-Vi).
+        if !self.backed(gpa, size) {
+            return Err(HostError::BadAddress);
+        }
+        // VfioContainerBackend also refuses a range that ends at (or past) 2^64 before the
+        // kernel sees it: type1 would map it but could never unmap it (see `do_unmap`).
+        if !iommufd && iova.checked_add(size).is_none() {
+            return Err(HostError::Invalid);
+        }
+        let page = self.min_page();
+        if !size.is_multiple_of(page) || !iova.is_multiple_of(page) || !gpa.is_multiple_of(page) {
+            return Err(HostError::Invalid);
+        }
+        let last = iova.checked_add(size - 1).ok_or(wrap)?;
         if iommufd {
             // B.7: reserved/outside-aperture is checked before overlap.
             if !self.in_valid_range(iova, last) {
@@ -284,9 +299,6 @@ impl SimHost {
             if !self.in_valid_range(iova, last) {
                 return Err(HostError::Invalid);
             }
-        }
-        if !self.backed(gpa, size) {
-            return Err(HostError::BadAddress);
         }
         if !iommufd {
             self.avail -= 1;
@@ -326,8 +338,27 @@ impl SimHost {
                         return Err(HostError::Invalid);
                     }
                 }
-                // v2: everything inside goes. v1: every mapping whose first IOVA is covered
-                // goes whole (real-kernel.md §5: "[v1] unmap first half -> size out=8192").
+                // A range ending at the top of the 64-bit space unmaps nothing, whatever it
+                // covers: type1 compares against `iova + size`, which wraps to 0
+                // (vfio_find_dma_first_node and the unmap loop in vfio_dma_do_unmap).
+                // Real-kernel oracle: "unmap from A to 2^64 -> OK size=0", the mapping at A
+                // stays. (On AMD-Vi, whose last IOVA range ends at 2^64 - 1, the kernel even
+                // maps the top page and can then never unmap it; VfioContainerBackend and
+                // `do_map` refuse such maps.)
+                if last == u64::MAX {
+                    return Ok(0);
+                }
+                // The walk starts at the first mapping overlapping the range. v1 stops at
+                // once when that one starts below `iova` (an unmap offset into a mapping
+                // unmaps nothing, not even later mappings the range covers: real-kernel
+                // oracle "[v1] from inside X, covering Y -> OK size=0"); otherwise every
+                // mapping starting in the range goes whole (real-kernel.md §5: "[v1] unmap
+                // first half -> size out=8192"). v2 checked above that none is cut.
+                if let Some((&s, &(sz, _, _))) = self.maps.range(..iova).next_back()
+                    && s + (sz - 1) >= iova
+                {
+                    return Ok(0);
+                }
                 let starts: Vec<u64> = self.maps.range(iova..=last).map(|(&s, _)| s).collect();
                 Ok(starts.into_iter().map(|s| self.remove(s)).sum())
             }

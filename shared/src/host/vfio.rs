@@ -193,10 +193,19 @@ impl<M: GuestMemoryBackend> VfioContainerBackend<M> {
 
 impl<M: GuestMemoryBackend> HostDma for VfioContainerBackend<M> {
     /// `VFIO_IOMMU_MAP_DMA` with exactly the READ/WRITE flags of `perm` (EXEC and PRIV are
-    /// ignored). Fails with [`HostError::Invalid`] without calling the kernel when `perm` has
-    /// neither READ nor WRITE, `size` is 0 or `gpa + size` wraps, and with
+    /// ignored). Fails without calling the kernel: with [`HostError::Invalid`] when `perm` has
+    /// neither READ nor WRITE, `size` is 0 or `gpa + size` wraps; then with
     /// [`HostError::BadAddress`] when `[gpa, gpa + size)` is not inside one guest memory
-    /// region; otherwise the kernel's errno.
+    /// region; then with [`HostError::Invalid`] when `iova + size` reaches past the last
+    /// 64-bit address, **including a range that ends exactly at 2^64**. Otherwise the kernel's
+    /// errno.
+    ///
+    /// The kernel accepts a mapping of the top page where the IOVA ranges allow it (AMD-Vi),
+    /// but type1 computes `iova + size`, which wraps to 0 for it: the mapping cannot be
+    /// unmapped (size 0), and it is misfiled in the container's tree so that unmaps of
+    /// *other* mappings also find nothing and even `unmap_all` can miss it — measured on
+    /// Linux 6.1 by the real-kernel oracle (tests/real-kernel). Refusing such a map keeps
+    /// every mapping removable.
     fn map(&mut self, iova: u64, gpa: u64, size: u64, perm: Perm) -> Result<(), HostError> {
         let req = dma_map_request(&*self.mem, iova, gpa, size, perm)?;
         // SAFETY: `req` is a complete `vfio_iommu_type1_dma_map` with `argsz` = its size, read
@@ -331,7 +340,8 @@ pub fn gpa_to_hva<M: GuestMemoryBackend>(mem: &M, gpa: u64, size: u64) -> Result
 /// virtual address from `mem`.
 ///
 /// # Errors
-/// As [`dma_map_flags`], then as [`gpa_to_hva`].
+/// As [`dma_map_flags`], then as [`gpa_to_hva`], then [`HostError::Invalid`] when
+/// `iova + size` overflows (ends at or past 2^64).
 fn dma_map_request<M: GuestMemoryBackend>(
     mem: &M,
     iova: u64,
@@ -341,6 +351,10 @@ fn dma_map_request<M: GuestMemoryBackend>(
 ) -> Result<vfio_iommu_type1_dma_map, HostError> {
     let flags = dma_map_flags(perm)?;
     let vaddr = gpa_to_hva(mem, gpa, size)?;
+    // Not `iova + size - 1`: a range ending exactly at 2^64 is refused too (see `map`).
+    if iova.checked_add(size).is_none() {
+        return Err(HostError::Invalid);
+    }
     Ok(vfio_iommu_type1_dma_map {
         argsz: size_of::<vfio_iommu_type1_dma_map>() as u32,
         flags,
@@ -449,6 +463,22 @@ mod tests {
         );
         assert_eq!(
             dma_map_request(&mem, 0, 0xdead_0000, 0x1000, Perm::RW).map(|_| ()),
+            Err(HostError::BadAddress)
+        );
+        // A range ending at (or past) 2^64 is refused: type1 cannot unmap it again
+        // (real-kernel oracle, AMD-Vi); the page below it is fine. Unbacked is checked first.
+        let top = u64::MAX - 0xfff;
+        assert_eq!(
+            dma_map_request(&mem, top, 0x2000, 0x1000, Perm::RW).map(|_| ()),
+            Err(HostError::Invalid)
+        );
+        assert_eq!(
+            dma_map_request(&mem, top - 0x1000, 0x2000, 0x2000, Perm::RW).map(|_| ()),
+            Err(HostError::Invalid)
+        );
+        assert!(dma_map_request(&mem, top - 0x1000, 0x2000, 0x1000, Perm::RW).is_ok());
+        assert_eq!(
+            dma_map_request(&mem, top, 0xdead_0000, 0x1000, Perm::RW).map(|_| ()),
             Err(HostError::BadAddress)
         );
     }

@@ -197,14 +197,21 @@ mod tests {
 
     fn collect(v: &dyn GuestView, r: AddrRange) -> Vec<(u64, u64, u64, Perm)> {
         let mut out = Vec::new();
-        v.leaves(r, &mut |l| out.push((l.iova, l.addr, l.size, l.perm)), &mut |_| {})
-            .unwrap();
+        v.leaves(
+            r,
+            &mut |l| out.push((l.iova, l.addr, l.size, l.perm)),
+            &mut |_| {},
+        )
+        .unwrap();
         out
     }
 
     #[test]
     fn identity_offset_and_permissions() {
-        let ram = [AddrRange::new(0, 0x5000_0000), AddrRange::new(0x1_0000_0000, 0x1_0000_3000)];
+        let ram = [
+            AddrRange::new(0, 0x5000_0000),
+            AddrRange::new(0x1_0000_0000, 0x1_0000_3000),
+        ];
         let id = IdentityView::new(&ram);
         assert_eq!(
             collect(&id, AddrRange::new(0x3fff_f000, 0x4000_2000)),
@@ -215,7 +222,10 @@ mod tests {
         );
         let off = IdentityView::with_offset(&ram, 1 << 32).with_perm(Perm::READ);
         let l = off.lookup(0x1_0000_1234).unwrap();
-        assert_eq!((l.iova, l.addr, l.perm), (0x1_0000_1000, 0x1000, Perm::READ));
+        assert_eq!(
+            (l.iova, l.addr, l.perm),
+            (0x1_0000_1000, 0x1000, Perm::READ)
+        );
         assert_eq!(l.translate(0x1_0000_1234), 0x1234);
         assert!(off.lookup(0x1000).is_none());
         let l = off.lookup(0x2_0000_2000).unwrap();
@@ -225,7 +235,12 @@ mod tests {
         assert!(top.lookup(0).is_none());
         assert_eq!(collect(&top, AddrRange::new(0, u64::MAX)).len(), 1);
         // No permissions: nothing mapped.
-        assert!(IdentityView::new(&ram).with_perm(Perm::empty()).lookup(0).is_none());
+        assert!(
+            IdentityView::new(&ram)
+                .with_perm(Perm::empty())
+                .lookup(0)
+                .is_none()
+        );
     }
 
     #[test]
