@@ -63,9 +63,11 @@ fn sync_one(
 }
 
 impl Shadows {
-    /// Brings device `id` to its space over `extent`. On host out-of-resources: reclaims every
+    /// Brings device `id` to its space over `extent`. On host out-of-resources (which the
+    /// engine meets only after reclaiming the device's own space and retrying): reclaims every
     /// other shadowed space (they may share the host's limits: the same container, the
-    /// process's pin limit), retries once, and reports what is still unmapped.
+    /// process's pin limit), retries once if that unmapped anything, and reports what is
+    /// still unmapped.
     pub(crate) fn sync(
         &mut self,
         id: u16,
@@ -77,30 +79,33 @@ impl Shadows {
         let Some(dev) = self.devices.get_mut(&id) else {
             return Ok(());
         };
-        let first = sync_one(dev, mem, limits, extent);
-        let result = match first {
-            Err(ShadowError::OutOfResources { .. }) => {
-                stats.host_reclaims += 1;
-                for (other_id, other) in self.devices.iter_mut() {
-                    if *other_id == id {
-                        continue;
-                    }
-                    match sync_one(other, mem, limits, Extent::All) {
-                        Ok(report) => account(stats, &report),
-                        Err(ShadowError::OutOfResources { report, .. }) => account(stats, &report),
-                        Err(ShadowError::Unmap { report, .. }) => {
-                            stats.host_unmap_errors += 1;
-                            account(stats, &report);
-                        }
-                    }
+        let mut result = sync_one(dev, mem, limits, extent);
+        if let Err(ShadowError::OutOfResources { .. }) = result {
+            stats.host_reclaims += 1;
+            let mut freed = false;
+            for (other_id, other) in self.devices.iter_mut() {
+                if *other_id == id {
+                    continue;
                 }
-                match self.devices.get_mut(&id) {
-                    Some(dev) => sync_one(dev, mem, limits, extent),
-                    None => return Ok(()),
-                }
+                let report = match sync_one(other, mem, limits, Extent::All) {
+                    Ok(report) => report,
+                    Err(ShadowError::OutOfResources { report, .. }) => *report,
+                    Err(ShadowError::Unmap { report, .. }) => {
+                        stats.host_unmap_errors += 1;
+                        *report
+                    }
+                };
+                freed |= report.unmap_calls > 0;
+                account(stats, &report);
             }
-            other => other,
-        };
+            // Retrying when nothing was freed would only repeat the failed host calls.
+            if freed && let Some(dev) = self.devices.get_mut(&id) {
+                if let Err(ShadowError::OutOfResources { report, .. }) = &result {
+                    account(stats, report);
+                }
+                result = sync_one(dev, mem, limits, extent);
+            }
+        }
         match result {
             Ok(report) => {
                 account(stats, &report);

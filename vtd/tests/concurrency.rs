@@ -4,8 +4,8 @@
 mod common;
 
 use common::*;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
 use std::thread;
 use viommu_vtd::regs::GCMD_TE;
 use viommu_vtd::testing::entry;
@@ -41,6 +41,9 @@ fn dma_threads_race_with_remapping() {
     drv.gcmd(GCMD_TE, true).unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
+    // Workers start together with the remapping loop and read at least once, however the
+    // threads are scheduled on a loaded machine.
+    let start = Arc::new(Barrier::new(sids.len()));
     let workers: Vec<_> = sids[1..]
         .iter()
         .map(|&sid| {
@@ -51,12 +54,17 @@ fn dma_threads_race_with_remapping() {
                 (),
             );
             let stop = stop.clone();
+            let start = start.clone();
             thread::spawn(move || {
                 let mut seen = 0u64;
-                while !stop.load(Ordering::Relaxed) {
+                start.wait();
+                loop {
                     let v: u64 = mem.read_obj(GuestAddress(IOVA)).unwrap();
                     assert!(v == 1 || v == 2, "DMA read {v}");
                     seen += 1;
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
                 }
                 seen
             })
@@ -69,6 +77,7 @@ fn dma_threads_race_with_remapping() {
         true,
         (),
     );
+    start.wait();
     for round in 1..200u64 {
         let target = (round % 2) as usize;
         tb.map_page(0, IOVA, PAGES[target], RW).unwrap();

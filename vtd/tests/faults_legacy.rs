@@ -64,6 +64,22 @@ fn fault_02_context_not_present_and_fpd() {
     dma(&fx.vtd, SID, None, IOVA, Perm::WRITE).unwrap_err();
     assert!(fx.vtd.fault_records().is_empty());
     assert_eq!(fx.vtd.stats().faults_suppressed, 1);
+    // The suppressed fault is still visible to the VMM through last_fault.
+    let f = fx.vtd.last_fault().unwrap();
+    assert_eq!(f.reason, FaultReason::ContextNotPresent);
+    assert_eq!((f.source_id, f.address, f.is_read), (SID, IOVA, false));
+    // A fault collapsed into a pending record of the same source shows there too.
+    drv.write(addr, &[0, 0]).unwrap();
+    dma(&fx.vtd, SID, None, IOVA, Perm::READ).unwrap_err();
+    dma(&fx.vtd, SID, None, IOVA + 0x1000, Perm::WRITE).unwrap_err();
+    assert_eq!(fx.vtd.stats().faults_compressed, 1);
+    let f = fx.vtd.last_fault().unwrap();
+    assert_eq!((f.address, f.is_read), (IOVA + 0x1000, false));
+    assert_eq!(fx.vtd.fault_records().len(), 1);
+    assert!(fx.vtd.fault_records()[0].is_read);
+    // System reset forgets it.
+    fx.vtd.reset().unwrap();
+    assert_eq!(fx.vtd.last_fault(), None);
 }
 
 #[test]

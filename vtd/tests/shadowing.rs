@@ -280,6 +280,59 @@ fn host_out_of_resources_is_reclaimed_then_reported() {
 }
 
 #[test]
+fn other_devices_are_reclaimed_and_the_retry_happens_only_if_that_freed_entries() {
+    let fx = Fixture::new(Config::default());
+    let full = SharedSimHost::new(SimHostConfig::vtd().with_entry_limit(1));
+    let other = sim_host();
+    let mut drv = fx.driver();
+    drv.enable_qi(false).unwrap();
+    drv.set_root_table(false).unwrap();
+    drv.gcmd(GCMD_TE, true).unwrap();
+    let peer: u16 = DEV + 1;
+    fx.vtd
+        .attach_host(u32::from(DEV), Box::new(full.clone()))
+        .unwrap();
+    fx.vtd
+        .attach_host(u32::from(peer), Box::new(other.clone()))
+        .unwrap();
+    let format = fx.format();
+    let mut tb = builder(&format, &fx.mem);
+    let mut tb2 =
+        viommu_shared::pt::TableBuilder::new(&format, &fx.mem, 0x300_0000, 0x340_0000).unwrap();
+    attach_domain(&mut drv, tb.root(), 0);
+    drv.write_context(peer, entry::context(tb2.root(), 2, DID + 1, 0, false))
+        .unwrap();
+    drv.flush_context_present(peer, DID + 1).unwrap();
+    tb.map_range(0x1000, DATA, 0x1000, RW).unwrap();
+    tb2.map_range(0x1000, DATA, 0x1000, RW).unwrap();
+    drv.submit(&[desc::iotlb_global()]).unwrap();
+    take_calls(&full);
+    take_calls(&other);
+
+    // DEV's host is full and the peer has nothing stale: the engine's own try, reclaim and
+    // retry, then the peer's reclaim (no host call) and no further retry.
+    tb.map_range(0x3000, DATA + 0x3000, 0x1000, RW).unwrap();
+    let err = drv.flush_range(DID, 0x3000, 0x1000, false).unwrap_err();
+    assert!(matches!(
+        err,
+        DriverError::Host(VtdError::HostOutOfResources { .. })
+    ));
+    assert_eq!(take_calls(&full), vec![("map", 0x3000, 0x1000); 3]);
+    assert_eq!(take_calls(&other), vec![]);
+
+    // The peer's guest dropped a page without flushing: reclaiming it unmaps, so DEV's sync
+    // is retried (a shared container would now have room; these hosts are separate).
+    tb2.unmap_page(0x1000).unwrap();
+    let err = drv.flush_range(DID, 0x3000, 0x1000, false).unwrap_err();
+    assert!(matches!(
+        err,
+        DriverError::Host(VtdError::HostOutOfResources { .. })
+    ));
+    assert_eq!(take_calls(&other), vec![("unmap", 0x1000, 0x1000)]);
+    assert_eq!(take_calls(&full), vec![("map", 0x3000, 0x1000); 6]);
+}
+
+#[test]
 fn out_of_resources_on_attach_and_register_interface() {
     let fx = Fixture::new(Config::default());
     let host = SharedSimHost::new(SimHostConfig::vtd().with_entry_limit(2));

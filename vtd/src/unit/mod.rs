@@ -10,7 +10,7 @@ pub(crate) use commands::HANDLERS;
 
 use crate::config::Config;
 use crate::error::VtdError;
-use crate::fault::FaultUnit;
+use crate::fault::{Fault, FaultUnit};
 use crate::queue::Queue;
 use crate::shadow::Shadows;
 use crate::space::Space;
@@ -40,6 +40,8 @@ pub(crate) struct Unit {
     pub(crate) aliases: BTreeMap<u16, u16>,
     pub(crate) shadows: Shadows,
     pub(crate) stats: VtdStats,
+    /// The most recent fault detected on a DMA request (recorded or not).
+    pub(crate) last_fault: Option<Fault>,
     /// First error of the current call, returned by it.
     pub(crate) error: Option<VtdError>,
 }
@@ -73,6 +75,7 @@ impl Unit {
             aliases: BTreeMap::new(),
             shadows: Shadows::default(),
             stats: VtdStats::default(),
+            last_fault: None,
             error: None,
         }
     }

@@ -15,6 +15,7 @@ impl Unit {
 
     /// Records `fault` unless FPD suppresses it.
     fn report(&mut self, regs: &mut RegisterFile, fault: Fault, fpd: bool) {
+        self.last_fault = Some(fault);
         if fpd && fault.reason.is_qualified() {
             self.stats.faults_suppressed += 1;
             return;
