@@ -236,7 +236,11 @@ impl Runner {
                     .map(|r| r.1)
                     .sum::<u64>()
                     .saturating_add(size);
-                if size == 0 || !size.is_multiple_of(4096) || !start.is_multiple_of(4096) || total > MAX_MEMORY {
+                if size == 0
+                    || !size.is_multiple_of(4096)
+                    || !start.is_multiple_of(4096)
+                    || total > MAX_MEMORY
+                {
                     return Err(format!(
                         "memory {start:#x} {size:#x}: want 4K-aligned, non-empty, at most 4G in all"
                     ));
@@ -559,17 +563,34 @@ impl Runner {
                 for (k, v) in args {
                     a.insert(k.clone(), self.ev(v)?);
                 }
-                let out = self
-                    .target()?
-                    .instruction(name, &a)
-                    .map_err(|e| format!("{name}: {e}"))?;
+                let r = self.target()?.instruction(name, &a);
                 self.collect_msis();
+                // `expect error=KIND`: the instruction must fail with that error kind (for
+                // example an s390 program interruption), and nothing else is expected.
+                let want_error = expect.iter().find(|(k, _)| k == "error");
+                if want_error.is_some() && expect.len() > 1 {
+                    return Err(format!("{name}: 'expect error=KIND' takes no other field"));
+                }
+                let out = match (r, want_error) {
+                    (Ok(out), None) => out,
+                    (Err(e), Some((_, k))) if e.kind == k.0 => return Ok(()),
+                    (Err(e), None) => return Err(format!("{name}: {e}")),
+                    (Err(e), Some((_, k))) => {
+                        return Err(format!("{name}: expected error {}, got error {e}", k.0));
+                    }
+                    (Ok(out), Some((_, k))) => {
+                        let cc = out.get("cc").map_or("?".into(), |c| c.to_string());
+                        return Err(format!("{name}: expected error {}, got cc={cc}", k.0));
+                    }
+                };
                 for (k, v) in expect {
                     let want = self.ev(v)?;
                     match out.get(k) {
                         Some(&got) if got == want => {}
                         Some(&got) => {
-                            return Err(format!("{name}: expected {k}={want:#x}, got {k}={got:#x}"));
+                            return Err(format!(
+                                "{name}: expected {k}={want:#x}, got {k}={got:#x}"
+                            ));
                         }
                         None => {
                             return Err(format!(
@@ -618,6 +639,7 @@ impl Runner {
     fn host_config(&self, opts: &[(String, String)]) -> Res<SimHostConfig> {
         let mut cfg = match self.model.as_deref() {
             Some("amd-vi") => SimHostConfig::amd_vi(),
+            Some("zpci") => s390_host(),
             _ => SimHostConfig::vtd(),
         };
         for (k, v) in opts {
@@ -626,9 +648,7 @@ impl Runner {
                     cfg = match v.as_str() {
                         "vtd" => SimHostConfig::vtd(),
                         "amd-vi" => SimHostConfig::amd_vi(),
-                        "s390" => {
-                            SimHostConfig::s390(AddrRange::new(1 << 32, (1 << 32) + (1 << 30)))
-                        }
+                        "s390" => s390_host(),
                         _ => return Err(format!("unknown host preset '{v}'")),
                     }
                 }
@@ -654,6 +674,11 @@ impl Runner {
         }
         Ok(cfg)
     }
+}
+
+/// The `s390` host preset: aperture `[4G, 5G)`.
+fn s390_host() -> SimHostConfig {
+    SimHostConfig::s390(AddrRange::new(1 << 32, (1 << 32) + (1 << 30)))
 }
 
 /// `repeat` is handled by `step`; reaching `op` with one is a runner bug reported as an error.

@@ -4,12 +4,15 @@
 
 #![deny(missing_docs)]
 
+pub mod amd_vi;
 pub mod ast;
 pub mod exec;
 pub mod expr;
 pub mod parse;
 pub mod standin;
 pub mod target;
+pub mod vtd;
+pub mod zpci;
 
 use std::path::Path;
 
