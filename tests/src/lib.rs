@@ -9,7 +9,6 @@ pub mod ast;
 pub mod exec;
 pub mod expr;
 pub mod parse;
-pub mod standin;
 pub mod target;
 pub mod vtd;
 pub mod zpci;

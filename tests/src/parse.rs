@@ -540,7 +540,7 @@ mod tests {
     #[test]
     fn parses_blocks_and_options() {
         let s = parse(
-            "model standin\n# c\nrepeat 3 as i {\n  write64 0x1000+i*8 i   # trailing\n}\nexpect-host-calls dev=00:01.0 {\n map 0 0 4K rw\n unmap 0 4K\n}\n",
+            "model vtd\n# c\nrepeat 3 as i {\n  write64 0x1000+i*8 i   # trailing\n}\nexpect-host-calls dev=00:01.0 {\n map 0 0 4K rw\n unmap 0 4K\n}\n",
         )
         .unwrap();
         assert_eq!(s.len(), 3);
@@ -563,7 +563,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_line() {
-        let e = parse("model standin\n\nfrobnicate 1\n").unwrap_err();
+        let e = parse("model vtd\n\nfrobnicate 1\n").unwrap_err();
         assert_eq!(
             e,
             ParseError {

@@ -103,7 +103,6 @@ pub fn make_target(
     env: TargetEnv,
 ) -> Result<Box<dyn ScenarioTarget>, String> {
     match name {
-        "standin" => Ok(Box::new(crate::standin::StandIn::new(opts, env)?)),
         "vtd" => Ok(Box::new(crate::vtd::VtdTarget::new(opts, env)?)),
         "amd-vi" => Ok(Box::new(crate::amd_vi::AmdViTarget::new(opts, env)?)),
         "zpci" => Ok(Box::new(crate::zpci::ZpciTarget::new(opts, env)?)),

@@ -151,6 +151,17 @@ impl<H: HostDma> ShadowEngine<H> {
         view: &dyn GuestView,
         range: AddrRange,
     ) -> Result<SyncReport, ShadowError> {
+        self.sync_prioritized(view, range, None)
+    }
+
+    /// [`sync`](Self::sync), mapping the runs that overlap `first` before the others, so a
+    /// host with few free entries spends them where the guest asked.
+    fn sync_prioritized(
+        &mut self,
+        view: &dyn GuestView,
+        range: AddrRange,
+        first: Option<AddrRange>,
+    ) -> Result<SyncReport, ShadowError> {
         let mut report = SyncReport::default();
         let w = self.window(view, range);
         if w.is_empty() {
@@ -172,7 +183,11 @@ impl<H: HostDma> ShadowEngine<H> {
         self.layout().plan(&runs, &mut desired, &mut report);
         let old = self.record.starting_in(w);
 
-        let (to_unmap, to_map) = diff(&old, &desired);
+        let (to_unmap, mut to_map) = diff(&old, &desired);
+        if let Some(p) = first {
+            // Stable: IOVA order within each group.
+            to_map.sort_by_key(|r| !r.iova_range().overlaps(&p));
+        }
         for m in to_unmap {
             report.unmap_calls += 1;
             match self.host.unmap(m.iova, m.size) {
@@ -224,27 +239,35 @@ impl<H: HostDma> ShadowEngine<H> {
         self.sync(view, AddrRange::new(0, u64::MAX))
     }
 
-    /// "Global flush and retry": syncs `range`; if the host runs out of entries, reclaims
-    /// the whole space and syncs `range` once more. An error left after that is the
-    /// architecture's to surface (s390 RPCIT CC1 status 16, a VT-d/AMD-Vi fault).
+    /// "Global flush and retry": syncs `range`; if the host runs out of entries, re-syncs the
+    /// whole space — unmapping everything the guest no longer maps, so those entries are
+    /// free again — mapping the runs of `range` before any other. That full sync covers
+    /// `range`, so no separate retry is needed (one would only repeat refused calls). An
+    /// error left after that is the architecture's to surface (s390 RPCIT CC 1 status 16, a
+    /// typed error to the VMM on x86); its `not_mapped` may include runs outside `range`.
     pub fn sync_or_reclaim(
         &mut self,
         view: &dyn GuestView,
         range: AddrRange,
     ) -> Result<SyncReport, ShadowError> {
-        match self.sync(view, range) {
-            Err(ShadowError::OutOfResources { .. }) => {}
-            other => return other,
-        }
-        let mut report = match self.reclaim(view) {
-            Ok(r) => r,
+        let first = match self.sync(view, range) {
             Err(ShadowError::OutOfResources { report, .. }) => *report,
-            Err(e) => return Err(e),
+            other => return other,
         };
-        report.reclaimed = true;
-        let again = self.sync(view, range)?;
-        report.absorb(again);
-        Ok(report)
+        let whole = AddrRange::new(0, u64::MAX);
+        match self.sync_prioritized(view, whole, Some(range)) {
+            Ok(mut report) => {
+                report.absorb(first);
+                report.reclaimed = true;
+                Ok(report)
+            }
+            Err(ShadowError::OutOfResources { mut report, not_mapped }) => {
+                report.absorb(first);
+                report.reclaimed = true;
+                Err(ShadowError::OutOfResources { report, not_mapped })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// True when any guest-physical byte in `range` is the target of a host DMA mapping
