@@ -14,7 +14,7 @@
 //! Passthrough DMA is not seen by the model, so a malformed entry or table of a passthrough
 //! device raises no event; the device is blocked (or the malformed part left unmapped).
 //!
-//! Host out of resources: `sync_or_reclaim` (sync; on failure reclaim everything and retry);
+//! Host out of resources: `sync_or_reclaim` (sync; on failure a full re-sync that maps the range first);
 //! what still does not fit stays unmapped, is counted, and is returned as
 //! [`AmdViError::HostOutOfResources`] from the call that processed the command. The span of
 //! what is missing is remembered and retried (without a reclaim) after every later

@@ -2,55 +2,10 @@
 
 use crate::dte::DeviceMode;
 use crate::pagetable::AmdV1Format;
-use viommu_shared::pt::{Leaf, WalkFault, WalkLimits, WalkStats, Walker};
-use viommu_shared::shadow::{EmptyView, GuestView, IdentityView};
-use viommu_shared::{AddrRange, Perm};
+use viommu_shared::Perm;
+use viommu_shared::pt::{WalkLimits, Walker};
+use viommu_shared::shadow::{EmptyView, GuestView, IdentityView, MaskedView};
 use vm_memory::GuestMemoryMmap;
-
-/// Another view with every page's permissions ANDed with `perm` (the DTE's IR/IW, which
-/// the spec ANDs with the tables'); pages left with neither read nor write are unmapped.
-pub struct Masked<'a> {
-    inner: &'a dyn GuestView,
-    perm: Perm,
-}
-
-impl<'a> Masked<'a> {
-    /// `inner` limited to `perm`.
-    pub fn new(inner: &'a dyn GuestView, perm: Perm) -> Self {
-        Masked {
-            inner,
-            perm: perm & Perm::RW,
-        }
-    }
-
-    fn mask(&self, mut leaf: Leaf) -> Option<Leaf> {
-        leaf.perm &= self.perm;
-        (!leaf.perm.is_empty()).then_some(leaf)
-    }
-}
-
-impl GuestView for Masked<'_> {
-    fn leaves(
-        &self,
-        range: AddrRange,
-        on_leaf: &mut dyn FnMut(Leaf),
-        on_fault: &mut dyn FnMut(WalkFault),
-    ) -> Result<WalkStats, WalkFault> {
-        self.inner.leaves(
-            range,
-            &mut |leaf| {
-                if let Some(l) = self.mask(leaf) {
-                    on_leaf(l);
-                }
-            },
-            on_fault,
-        )
-    }
-
-    fn lookup(&self, iova: u64) -> Option<Leaf> {
-        self.inner.lookup(iova).and_then(|l| self.mask(l))
-    }
-}
 
 /// Calls `f` with the view of a device in `mode`: identity over guest RAM when DMA is not
 /// remapped, the DTE-masked table walk when translated, nothing when blocked.
@@ -64,14 +19,15 @@ pub fn with_view<R>(
     match *mode {
         DeviceMode::IommuDisabled | DeviceMode::PassThrough => f(identity),
         DeviceMode::Untranslated { perm, .. } if !(perm & Perm::RW).is_empty() => {
-            f(&Masked::new(identity, perm))
+            f(&MaskedView::new(identity, perm & Perm::RW))
         }
         DeviceMode::Translated {
             root, levels, perm, ..
         } => match AmdV1Format::new(levels) {
             Some(fmt) => {
                 let walker = Walker::new(&fmt, mem, root).with_limits(limits);
-                f(&Masked::new(&walker, perm))
+                // The DTE's IR/IW are ANDed with the tables' (AMD IOMMU spec 2.2.2).
+                f(&MaskedView::new(&walker, perm & Perm::RW))
             }
             None => f(&EmptyView),
         },
@@ -82,6 +38,7 @@ pub fn with_view<R>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use viommu_shared::AddrRange;
     use viommu_shared::pt::TableBuilder;
     use viommu_shared::testing::guest_memory;
 
