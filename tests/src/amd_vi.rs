@@ -26,9 +26,8 @@
 //! `host-out-of-resources`, `already-attached` or `bad-device` (not a 16-bit DeviceID).
 
 use crate::expr::{Vars, eval};
-use crate::target::{DmaReq, ScenarioTarget, TargetEnv, TargetError};
+use crate::target::{DmaReq, ScenarioTarget, TargetEnv, TargetError, translate_pieces};
 use viommu_amd_vi::{AmdVi, AmdViError, Config, EventCode};
-use viommu_shared::dma::{DmaRequest, DmaTranslate};
 use viommu_shared::host::SharedSimHost;
 use viommu_shared::regs::Msi;
 
@@ -157,42 +156,17 @@ impl ScenarioTarget for AmdViTarget {
     }
 
     fn dma(&mut self, req: &DmaReq) -> Result<Vec<(u64, u64)>, String> {
-        let end = req
-            .iova
-            .checked_add(req.len)
-            .ok_or("DMA range wraps around")?;
-        let mut out: Vec<(u64, u64)> = Vec::new();
-        let mut at = req.iova;
-        while at < end {
-            let before = self.events_raised();
-            let r = self.model.translate(&DmaRequest {
-                requester_id: req.dev,
-                pasid: req.pasid,
-                iova: at,
-                perm: req.perm,
-            });
-            let t = match r {
-                Ok(t) => t,
-                Err(_) if self.events_raised() == before => return Err("no-event".into()),
-                Err(_) => {
-                    // The model records the event it raised (logged, dropped or suppressed).
-                    let last = self.model.recent_events().last().copied();
-                    return Err(last.map_or("no-event", |r| event_name(r.event.code)).into());
+        let before = self.events_raised();
+        translate_pieces(&self.model, req).map_err(|e| {
+            e.describe(|_| {
+                if self.events_raised() == before {
+                    return "no-event".into();
                 }
-            };
-            if !t.is_well_formed(at) || !t.perm.allows(req.perm) {
-                return Err(format!("malformed translation {t:?} for {at:#x}"));
-            }
-            let page_end = t.iova.saturating_add(t.size);
-            let n = page_end.min(end) - at;
-            let gpa = t.addr + (at - t.iova);
-            match out.last_mut() {
-                Some((g, l)) if *g + *l == gpa => *l += n,
-                _ => out.push((gpa, n)),
-            }
-            at += n;
-        }
-        Ok(out)
+                // The model records the event it raised (logged, dropped or suppressed).
+                let last = self.model.recent_events().last().copied();
+                last.map_or("no-event", |r| event_name(r.event.code)).into()
+            })
+        })
     }
 
     fn attach_host(&mut self, dev: u32, host: SharedSimHost) -> Result<(), TargetError> {

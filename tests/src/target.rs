@@ -109,3 +109,62 @@ pub fn make_target(
         _ => Err(format!("unknown model '{name}'")),
     }
 }
+
+/// Why [`translate_pieces`] stopped.
+#[derive(Clone, Debug)]
+pub enum PiecesError {
+    /// `iova + len` passes the top of the 64-bit space.
+    Wraps,
+    /// The model answered with a translation that does not cover the address or grant the
+    /// access (a model bug the scenario should see).
+    Malformed(String),
+    /// The model refused the page at this IOVA; the adapter names the architected fault
+    /// from what the model recorded.
+    Fault(u64),
+}
+
+impl PiecesError {
+    /// The runner's text for a non-fault stop; `Fault` is named by `fault_name`.
+    pub fn describe(self, fault_name: impl FnOnce(u64) -> String) -> String {
+        match self {
+            PiecesError::Wraps => "dma range wraps around".into(),
+            PiecesError::Malformed(m) => m,
+            PiecesError::Fault(iova) => fault_name(iova),
+        }
+    }
+}
+
+/// Translates a DMA request page by page through a model's `DmaTranslate`, merging
+/// contiguous guest-physical pieces: what every adapter's [`ScenarioTarget::dma`] does
+/// before naming a fault its own way.
+pub fn translate_pieces(
+    model: &dyn viommu_shared::dma::DmaTranslate,
+    req: &DmaReq,
+) -> Result<Vec<(u64, u64)>, PiecesError> {
+    let end = req.iova.checked_add(req.len).ok_or(PiecesError::Wraps)?;
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    let mut at = req.iova;
+    while at < end {
+        let t = model
+            .translate(&viommu_shared::dma::DmaRequest {
+                requester_id: req.dev,
+                pasid: req.pasid,
+                iova: at,
+                perm: req.perm,
+            })
+            .map_err(|_| PiecesError::Fault(at))?;
+        if !t.is_well_formed(at) || !t.perm.allows(req.perm) {
+            return Err(PiecesError::Malformed(format!(
+                "malformed translation {t:?} for {at:#x}"
+            )));
+        }
+        let gpa = t.addr + (at - t.iova);
+        let n = t.iova.saturating_add(t.size).min(end) - at;
+        match out.last_mut() {
+            Some((g, l)) if *g + *l == gpa => *l += n,
+            _ => out.push((gpa, n)),
+        }
+        at += n;
+    }
+    Ok(out)
+}

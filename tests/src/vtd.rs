@@ -35,8 +35,7 @@
 //!   `cm=1` for that).
 
 use crate::expr::{Vars, eval};
-use crate::target::{DmaReq, ScenarioTarget, TargetEnv, TargetError};
-use viommu_shared::dma::{DmaRequest, DmaTranslate};
+use crate::target::{DmaReq, ScenarioTarget, TargetEnv, TargetError, translate_pieces};
 use viommu_shared::host::SharedSimHost;
 use viommu_vtd::{AddressWidth, Config, LargePages, Vtd, VtdError, VtdStats};
 
@@ -161,43 +160,18 @@ impl ScenarioTarget for VtdTarget {
     }
 
     fn dma(&mut self, req: &DmaReq) -> Result<Vec<(u64, u64)>, String> {
-        let end = req
-            .iova
-            .checked_add(req.len)
-            .ok_or("dma range wraps around")?;
-        let mut out: Vec<(u64, u64)> = Vec::new();
-        let mut at = req.iova;
-        while at < end {
-            let before = faults_seen(&self.vtd.stats());
-            let r = self.vtd.translate(&DmaRequest {
-                requester_id: req.dev,
-                pasid: req.pasid,
-                iova: at,
-                perm: req.perm,
-            });
-            match r {
-                Ok(t) => {
-                    if !t.is_well_formed(at) || !t.perm.contains(req.perm) {
-                        return Err(format!("malformed-answer {t:?}"));
-                    }
-                    let gpa = t.addr + (at - t.iova);
-                    let n = (t.iova + t.size).min(end) - at;
-                    match out.last_mut() {
-                        Some((g, l)) if *g + *l == gpa => *l += n,
-                        _ => out.push((gpa, n)),
-                    }
-                    at += n;
+        // Successful pages record no fault, so the count before the request is the count
+        // before the page that faulted.
+        let before = faults_seen(&self.vtd.stats());
+        translate_pieces(&self.vtd, req).map_err(|e| {
+            e.describe(|_| {
+                let detected = faults_seen(&self.vtd.stats()) > before;
+                match self.vtd.last_fault() {
+                    Some(f) if detected => format!("{:#x}", f.reason.code()),
+                    _ => "blocked".into(),
                 }
-                Err(_) => {
-                    let detected = faults_seen(&self.vtd.stats()) > before;
-                    return Err(match self.vtd.last_fault() {
-                        Some(f) if detected => format!("{:#x}", f.reason.code()),
-                        _ => "blocked".into(),
-                    });
-                }
-            }
-        }
-        Ok(out)
+            })
+        })
     }
 
     fn attach_host(&mut self, dev: u32, host: SharedSimHost) -> Result<(), TargetError> {

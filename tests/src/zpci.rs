@@ -74,7 +74,9 @@
 //! `host-refused`, `invalid-config`.
 
 use crate::expr::{Vars, eval};
-use crate::target::{DmaReq, InsnOutcome, ScenarioTarget, TargetEnv, TargetError};
+use crate::target::{
+    DmaReq, InsnOutcome, ScenarioTarget, TargetEnv, TargetError, translate_pieces,
+};
 use std::collections::BTreeMap;
 use viommu_s390_zpci::config::{DEFAULT_EDMA, DEFAULT_SDMA};
 use viommu_s390_zpci::testing::MemFunction;
@@ -82,7 +84,6 @@ use viommu_s390_zpci::{
     AperturePolicy, Config, Designation, ErrorEvent, ExhaustionPolicy, Fid, FunctionConfig,
     FunctionState, GeneralRegs, InsnResult, ModelError, ProgramCheck, RefreshPolicy, Zpci,
 };
-use viommu_shared::dma::{DmaRequest, DmaTranslate};
 use viommu_shared::host::SharedSimHost;
 use vm_memory::GuestMemoryMmap;
 
@@ -452,47 +453,20 @@ impl ScenarioTarget for ZpciTarget {
     }
 
     fn dma(&mut self, req: &DmaReq) -> Result<Vec<(u64, u64)>, String> {
-        let end = req
-            .iova
-            .checked_add(req.len)
-            .ok_or("dma range wraps around")?;
         self.zpci.take_events();
-        let mut out: Vec<(u64, u64)> = Vec::new();
-        let mut at = req.iova;
-        while at < end {
-            let r = self.zpci.translate(&DmaRequest {
-                requester_id: req.dev,
-                pasid: req.pasid,
-                iova: at,
-                perm: req.perm,
-            });
-            match r {
-                Ok(t) => {
-                    if !t.is_well_formed(at) || !t.perm.contains(req.perm) {
-                        return Err(format!("malformed-answer {t:?}"));
-                    }
-                    let gpa = t.addr + (at - t.iova);
-                    let n = (t.iova + t.size).min(end) - at;
-                    match out.last_mut() {
-                        Some((g, l)) if *g + *l == gpa => *l += n,
-                        _ => out.push((gpa, n)),
-                    }
-                    at += n;
+        translate_pieces(&self.zpci, req).map_err(|e| {
+            e.describe(|_| {
+                let ev = self
+                    .zpci
+                    .take_events()
+                    .into_iter()
+                    .rfind(|e| e.fid == Fid(req.dev));
+                match ev {
+                    Some(e) => format!("{:#x}", e.pec.0),
+                    None => "blocked".into(),
                 }
-                Err(_) => {
-                    let ev = self
-                        .zpci
-                        .take_events()
-                        .into_iter()
-                        .rfind(|e| e.fid == Fid(req.dev));
-                    return Err(match ev {
-                        Some(e) => format!("{:#x}", e.pec.0),
-                        None => "blocked".into(),
-                    });
-                }
-            }
-        }
-        Ok(out)
+            })
+        })
     }
 
     fn attach_host(&mut self, dev: u32, host: SharedSimHost) -> Result<(), TargetError> {
