@@ -5,20 +5,21 @@
 #
 # usage: run.sh [--iommu vtd|amd|both] [--limit N] [--work DIR] [--timeout SECONDS]
 #
-# On a fresh machine (as root) it installs what it needs with apt (qemu-system-x86, cpio,
-# xz-utils), downloads the current Debian kernel (resolved through the linux-image-amd64 meta
-# package) and busybox-static without installing them (nothing goes to /boot), builds the test
-# binary and an initramfs, boots the guest once per IOMMU and parses the verdict from the
-# serial console. Downloads, the unpacked kernel and the cargo target dir are cached under the
-# work dir (default /var/tmp/viommu-real-kernel). It never skips: anything it cannot install
-# or run is a failure whose message says what is missing.
+# On a fresh machine (as root) it installs what it needs with apt (cpio, xz-utils, QEMU's
+# shared libraries), downloads Debian's qemu-system-x86 (unpacked, not installed: see stage 1),
+# the current Debian kernel (resolved through the linux-image-amd64 meta package) and
+# busybox-static (nothing goes to /boot), builds the test binary and an initramfs, boots the
+# guest once per IOMMU and parses the verdict from the serial console. Downloads, unpacked
+# packages and the cargo target dir are cached under the work dir (default
+# /var/tmp/viommu-real-kernel; VIOMMU_RK_WORK, VIOMMU_RK_TARGET_DIR). It never skips:
+# anything it cannot install or run is a failure whose message says what is missing.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 WORK=${VIOMMU_RK_WORK:-/var/tmp/viommu-real-kernel}
 IOMMUS=(vtd amd)
 LIMIT=64
-TIMEOUT=600
+TIMEOUT=300
 
 die() {
 	echo "real-kernel: FAIL: $*" >&2
@@ -50,7 +51,7 @@ while [ $# -gt 0 ]; do
 		shift 2
 		;;
 	-h | --help)
-		sed -n '2,14p' "$0"
+		sed -n '2,15p' "$0"
 		exit 0
 		;;
 	*) die "unknown argument $1 (see --help)" ;;
@@ -69,71 +70,148 @@ stage_done() {
 }
 
 mkdir -p "$WORK"/debs "$WORK"/logs || die "cannot create work dir $WORK"
-# One run at a time per work dir (the cache is not safe against concurrent writers).
-exec 9>"$WORK/.lock"
-flock -w 1800 9 || die "another run.sh holds $WORK/.lock"
 
-# --- 1. host tools -------------------------------------------------------------------------
+# --- 1. host tools and QEMU -----------------------------------------------------------------
 APT_UPDATED=0
 apt_update() {
 	if [ "$APT_UPDATED" = 0 ]; then
 		command -v apt-get >/dev/null || die "apt-get not found: install $* by hand"
 		[ "$(id -u)" = 0 ] || die "not root: cannot run apt-get update (needed for: $*)"
 		apt-get update -qq >"$WORK/logs/apt-update.log" 2>&1 ||
-			die "apt-get update failed (see $WORK/logs/apt-update.log)"
+			die "apt-get update failed: $(tail -3 "$WORK/logs/apt-update.log")"
 		APT_UPDATED=1
 	fi
 }
-
-missing=()
-command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
-command -v cpio >/dev/null || missing+=(cpio)
-command -v xz >/dev/null || missing+=(xz-utils)
-command -v flock >/dev/null || missing+=(util-linux)
-if [ ${#missing[@]} -gt 0 ]; then
-	apt_update "${missing[*]}"
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+apt_install() {
+	apt_update "$*"
+	# --no-remove: never take anything off the machine to make room for these.
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --no-remove "$@" \
 		>"$WORK/logs/apt-install.log" 2>&1 ||
-		die "apt-get install ${missing[*]} failed (see $WORK/logs/apt-install.log)"
-fi
-for tool in qemu-system-x86_64 cpio xz gzip timeout dpkg-deb apt-cache cargo; do
-	command -v "$tool" >/dev/null || die "required tool '$tool' is not installed"
-done
-devices=$(qemu-system-x86_64 -device help 2>&1) || die "qemu-system-x86_64 does not run: $devices"
-for dev in edu intel-iommu amd-iommu; do
-	grep -q "\"$dev\"" <<<"$devices" || die "this qemu-system-x86_64 has no '$dev' device"
-done
-stage_done "host tools"
-
-# --- 2. kernel and busybox (downloaded, never installed) ------------------------------------
-resolve_kernel() {
-	apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}'
+		die "apt-get install $* failed: $(tail -5 "$WORK/logs/apt-install.log")"
 }
-# Downloads packages "$@" into debs/ unless cached; retries once after apt-get update.
+# Downloads packages "$@" (name or name=version) into debs/ unless cached. Returns non-zero
+# instead of failing so that callers can update the lists and re-resolve names.
 fetch_debs() {
 	local want=() p
 	for p in "$@"; do
-		compgen -G "$WORK/debs/${p}_*.deb" >/dev/null || want+=("$p")
+		compgen -G "$(deb_glob "$p")" >/dev/null || want+=("$p")
 	done
 	[ ${#want[@]} -eq 0 ] && return 0
-	if ! (cd "$WORK/debs" && apt-get download -qq "${want[@]}") >"$WORK/logs/apt-download.log" 2>&1; then
-		apt_update "${want[*]}"
-		(cd "$WORK/debs" && apt-get download -qq "${want[@]}") >"$WORK/logs/apt-download.log" 2>&1 ||
-			die "apt-get download ${want[*]} failed (see $WORK/logs/apt-download.log)"
-	fi
+	(cd "$WORK/debs" && apt-get download -qq "${want[@]}") >"$WORK/logs/apt-download.log" 2>&1
+}
+# Glob for the cached .deb of name or name=version (apt writes an epoch "1:" as "1%3a").
+deb_glob() {
+	case "$1" in
+	*=*) local v=${1#*=}; echo "$WORK/debs/${1%%=*}_*${v#*:}_*.deb" ;;
+	*) echo "$WORK/debs/${1}_*.deb" ;;
+	esac
 }
 
-KPKG=$(resolve_kernel)
-if [ -z "$KPKG" ]; then
-	apt_update linux-image-amd64
-	KPKG=$(resolve_kernel)
-	[ -n "$KPKG" ] || die "cannot resolve the kernel package through linux-image-amd64 (apt-cache depends)"
+missing=()
+command -v cpio >/dev/null || missing+=(cpio)
+command -v xz >/dev/null || missing+=(xz-utils)
+command -v flock >/dev/null || missing+=(util-linux)
+[ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+for tool in cpio xz gzip timeout flock ldd dpkg-deb dpkg-query apt-get apt-cache cargo; do
+	command -v "$tool" >/dev/null || die "required tool '$tool' is not installed"
+done
+mkdir -p "$WORK/debs" "$WORK/logs"
+# One run at a time per work dir (the cache is not safe against concurrent writers).
+exec 9>"$WORK/.lock"
+flock -w 1800 9 || die "another run.sh holds $WORK/.lock"
+
+# QEMU: the distribution's qemu-system-x86 from its own archive, unpacked into the work dir
+# rather than installed. Installing it can conflict with a newer qemu-utils already on the
+# machine (a bookworm-backports qemu-utils 10 Breaks qemu-system-common << 8, and apt would
+# remove it), and QEMU 10.0's amd-iommu breaks IO-APIC interrupts for Linux 6.1 ("timer
+# doesn't work through Interrupt-remapped IO-APIC"), so the version used here is the
+# archive's (7.2 on bookworm), whatever else is installed. Its shared libraries are
+# installed with apt (plain library packages; nothing is removed).
+newest_version() { apt-cache madison "$1" 2>/dev/null | awk -F'|' 'NR==1{gsub(/ /,"",$2); print $2}'; }
+# A QEMU unpacked by an earlier run is reused as it is (its version is in the directory name).
+QVER=$( (ls -d "$WORK"/qemu/*/.unpacked 2>/dev/null || true) | head -1 | sed 's|.*/qemu/\([^/]*\)/.unpacked|\1|; s|_|:|')
+[ -n "$QVER" ] || QVER=$(newest_version qemu-system-x86)
+if [ -z "$QVER" ]; then
+	apt_update qemu-system-x86
+	QVER=$(newest_version qemu-system-x86)
+	[ -n "$QVER" ] || die "apt knows no qemu-system-x86 package (apt-cache madison qemu-system-x86)"
 fi
-# Newer Debian splits the image package (linux-binary-*, linux-modules-*): take those too.
-KPKGS=("$KPKG")
-while read -r dep; do KPKGS+=("$dep"); done < <(apt-cache depends "$KPKG" 2>/dev/null |
-	awk '/Depends: linux-(binary|modules)-/{print $2}')
-fetch_debs "${KPKGS[@]}" busybox-static
+QROOT=$WORK/qemu/${QVER//:/_}
+if [ ! -e "$QROOT/.unpacked" ]; then
+	QDATA=${QVER%+b[0-9]*} # binNMUs of the arch packages keep the data package's version
+	# Versions pinned to the archive's: apt's candidate may be an installed newer package
+	# that no configured source has.
+	QPKGS=("qemu-system-x86=$QVER" "qemu-system-common=$QVER" "qemu-system-data=$QDATA"
+		"seabios=$(newest_version seabios)" "ipxe-qemu=$(newest_version ipxe-qemu)")
+	if ! fetch_debs "${QPKGS[@]}"; then
+		apt_update qemu-system-x86
+		fetch_debs "${QPKGS[@]}" || die "apt-get download ${QPKGS[*]} failed: $(tail -3 "$WORK/logs/apt-download.log")"
+	fi
+	rm -rf "$QROOT" && mkdir -p "$QROOT"
+	for p in "${QPKGS[@]}"; do
+		deb=$(compgen -G "$(deb_glob "$p")" | head -1)
+		[ -n "$deb" ] || die "no .deb for $p after download"
+		dpkg-deb -x "$deb" "$QROOT" || die "cannot unpack $deb"
+	done
+	touch "$QROOT/.unpacked"
+fi
+QEMU=$QROOT/usr/bin/qemu-system-x86_64
+[ -x "$QEMU" ] || die "no qemu-system-x86_64 in $QROOT"
+# Runtime libraries: the Depends of the two binary packages, minus QEMU's own packages and
+# firmware (unpacked above), installed where missing.
+libs=()
+ldd "$QEMU" 2>&1 | grep -q 'not found' || [ ! -e "$QROOT/.libs-ok" ] || QEMU_LIBS_OK=1
+[ -n "${QEMU_LIBS_OK:-}" ] || for dep in $(apt-cache depends --no-recommends --no-suggests --no-conflicts --no-breaks \
+	--no-replaces --no-enhances "qemu-system-x86=$QVER" "qemu-system-common=$QVER" 2>/dev/null |
+	awk '/^ *(PreDepends|Depends):/{print $2}' | sort -u); do
+	case "$dep" in qemu-* | seabios | ipxe-qemu | "<"*) continue ;; esac
+	dpkg-query -W -f='${Status}' "$dep" 2>/dev/null | grep -q "install ok installed" || libs+=("$dep")
+done
+[ ${#libs[@]} -eq 0 ] || apt_install "${libs[@]}"
+unresolved=$(ldd "$QEMU" 2>&1 | awk '/not found/{print $1}' | tr '\n' ' ')
+[ -z "$unresolved" ] || die "$QEMU: shared libraries not found: $unresolved"
+touch "$QROOT/.libs-ok"
+QEMU_ARGS=(-L "$QROOT/usr/share/qemu" -L "$QROOT/usr/share/seabios")
+devices=$("$QEMU" "${QEMU_ARGS[@]}" -device help 2>&1) || die "$QEMU does not run: $devices"
+for dev in edu intel-iommu amd-iommu; do
+	grep -q "\"$dev\"" <<<"$devices" || die "$QEMU has no '$dev' device"
+done
+stage_done "host tools, QEMU $QVER"
+
+# --- 2. kernel and busybox (downloaded, never installed) ------------------------------------
+# The kernel package name carries the ABI (linux-image-6.1.0-57-amd64), which changes with
+# every security update and leaves the mirror: resolve it through the meta package each run.
+resolve_kernel() {
+	KPKG=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')
+	KPKGS=()
+	[ -n "$KPKG" ] || return 1
+	# Unpacked by an earlier run: nothing to fetch.
+	if [ -e "$WORK/kern/$KPKG/.unpacked" ] && [ -x "$WORK/busybox/bin/busybox" ]; then
+		read -r -a KPKGS <"$WORK/kern/$KPKG/.unpacked" || true
+		[ ${#KPKGS[@]} -gt 0 ] || KPKGS=("$KPKG")
+		return 0
+	fi
+	KPKGS=("$KPKG")
+	# Newer Debian splits the image package (linux-binary-*, linux-modules-*): take those too.
+	while read -r dep; do KPKGS+=("$dep"); done < <(apt-cache depends "$KPKG" 2>/dev/null |
+		awk '/Depends: linux-(binary|modules)-/{print $2}')
+	fetch_debs "${KPKGS[@]}" busybox-static
+}
+# Cached lists may be stale (or absent) on a fresh machine: update once and resolve again.
+if ! resolve_kernel; then
+	apt_update linux-image-amd64 busybox-static
+	resolve_kernel || die "cannot get the kernel through linux-image-amd64 (${KPKG:-not resolved}) or busybox-static: $(tail -3 "$WORK/logs/apt-download.log" 2>/dev/null)"
+fi
+# Drop cached kernels of older ABIs.
+for old in "$WORK"/kern/*; do
+	[ -d "$old" ] && [ "${old##*/}" != "$KPKG" ] && rm -rf "$old"
+done
+for old in "$WORK"/debs/linux-*.deb; do
+	[ -e "$old" ] || continue
+	keep=0
+	for p in "${KPKGS[@]}"; do [[ ${old##*/} == "${p}"_* ]] && keep=1; done
+	[ "$keep" = 1 ] || rm -f "$old"
+done
 
 KROOT=$WORK/kern/$KPKG
 if [ ! -e "$KROOT/.unpacked" ]; then
@@ -143,7 +221,7 @@ if [ ! -e "$KROOT/.unpacked" ]; then
 			dpkg-deb -x "$deb" "$KROOT" || die "cannot unpack $deb"
 		done
 	done
-	touch "$KROOT/.unpacked"
+	echo "${KPKGS[*]}" >"$KROOT/.unpacked"
 fi
 BBROOT=$WORK/busybox
 if [ ! -x "$BBROOT/bin/busybox" ]; then
@@ -170,7 +248,7 @@ TARGET_DIR=${VIOMMU_RK_TARGET_DIR:-$WORK/target}
 (
 	cd "$HERE"
 	RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR="$TARGET_DIR" \
-		cargo build --release --locked --quiet --target x86_64-unknown-linux-gnu
+		cargo build --release --quiet --target x86_64-unknown-linux-gnu
 ) >"$WORK/logs/cargo-build.log" 2>&1 || {
 	tail -40 "$WORK/logs/cargo-build.log" >&2
 	die "building the test binary failed (see $WORK/logs/cargo-build.log)"
@@ -231,6 +309,8 @@ stage_done "initramfs (${ORDER[*]})"
 
 # --- 5. boot once per IOMMU, parse the verdict ----------------------------------------------
 status=0
+PASSED=0
+FAILED=0
 for iommu in "${IOMMUS[@]}"; do
 	case $iommu in
 	vtd) dev=intel-iommu,intremap=on,caching-mode=on ;;
@@ -239,7 +319,7 @@ for iommu in "${IOMMUS[@]}"; do
 	log=$WORK/logs/$iommu.serial.log
 	qlog=$WORK/logs/$iommu.qemu.log
 	rc=0
-	timeout --kill-after=10 "$TIMEOUT" qemu-system-x86_64 -nodefaults -no-user-config -display none \
+	timeout --kill-after=10 "$TIMEOUT" "$QEMU" "${QEMU_ARGS[@]}" -nodefaults -no-user-config -display none \
 		-accel tcg -machine q35,kernel-irqchip=split -cpu max -smp 1 -m 1G \
 		-device "$dev" -device edu \
 		-kernel "$VMLINUZ" -initrd "$INITRD" \
@@ -252,7 +332,9 @@ for iommu in "${IOMMUS[@]}"; do
 	if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
 		why="QEMU did not finish within $TIMEOUT s"
 	elif [ "$rc" != 0 ]; then
-		why="qemu-system-x86_64 exited with $rc"
+		why="QEMU exited with $rc"
+	elif grep -aq 'Kernel panic' "$log"; then
+		why="guest kernel panic: $(grep -a -m1 'Kernel panic' "$log" | tr -d '\r')"
 	elif [ -z "$result" ]; then
 		why="no REALKERNEL-RESULT line on the serial console"
 	elif [ "$exit_line" != "REALKERNEL-EXIT rc=0" ]; then
@@ -268,6 +350,16 @@ for iommu in "${IOMMUS[@]}"; do
 		echo "real-kernel: FAIL [$iommu]: $why" >&2
 		status=1
 	fi
+	# Steps compared plus device checks, and their failures.
+	for kv in agreed checks_passed; do
+		n=$(sed -n "s/.* $kv=\([0-9]*\).*/\1/p" <<<"$result")
+		PASSED=$((PASSED + ${n:-0}))
+	done
+	for kv in disagreed checks_failed; do
+		n=$(sed -n "s/.* $kv=\([0-9]*\).*/\1/p" <<<"$result")
+		FAILED=$((FAILED + ${n:-0}))
+	done
+	[ -z "$why" ] || FAILED=$((FAILED + 1))
 	stage_done "guest run $iommu (rc=$rc)"
 done
 
@@ -277,4 +369,5 @@ if [ "$status" = 0 ]; then
 else
 	echo "real-kernel: FAIL (${IOMMUS[*]}) after $total s, logs in $WORK/logs" >&2
 fi
+echo "real-kernel: $PASSED passed, $FAILED failed"
 exit "$status"
