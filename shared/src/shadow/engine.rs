@@ -261,7 +261,10 @@ impl<H: HostDma> ShadowEngine<H> {
                 report.reclaimed = true;
                 Ok(report)
             }
-            Err(ShadowError::OutOfResources { mut report, not_mapped }) => {
+            Err(ShadowError::OutOfResources {
+                mut report,
+                not_mapped,
+            }) => {
                 report.absorb(first);
                 report.reclaimed = true;
                 Err(ShadowError::OutOfResources { report, not_mapped })
