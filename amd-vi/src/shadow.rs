@@ -120,8 +120,9 @@ impl Inner {
                 }
             }
             Err(ShadowError::OutOfResources { report, not_mapped }) => {
+                // `sync_or_reclaim` marks the report `reclaimed`, so `count` has already
+                // counted the reclaim.
                 self.count(&report);
-                stats::add(&self.stats.host_reclaims, 1);
                 stats::add(&self.stats.host_out_of_resources, 1);
                 let missing = hull(&not_mapped);
                 shadow.unmapped = match (shadow.unmapped, missing) {

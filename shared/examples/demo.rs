@@ -1,4 +1,4 @@
-//! The main demonstration: a guest builds I/O page tables in its memory, invalidates, and the
+//! A walkthrough of the shared core alone (the main demonstration is `viommu-demo`): a guest builds I/O page tables in its memory, invalidates, and the
 //! shadow engine mirrors them into a simulated host container — coalesced, minimal, and
 //! recovering from a full host by reclaim + retry.
 //!
