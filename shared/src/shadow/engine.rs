@@ -30,6 +30,7 @@ impl SyncReport {
         self.map_calls += other.map_calls;
         self.unmappable.extend(other.unmappable);
         self.excluded.extend(other.excluded);
+        self.not_planned.extend(other.not_planned);
         self.refused.extend(other.refused);
         self.walk_faults += other.walk_faults;
         self.first_fault = self.first_fault.or(other.first_fault);
@@ -87,6 +88,7 @@ impl<H: HostDma> ShadowEngine<H> {
             valid: &self.valid,
             excluded: &self.excluded,
             page_granular: &self.page_granular,
+            max_pieces: self.config.max_mappings,
         }
     }
 
@@ -229,6 +231,15 @@ impl<H: HostDma> ShadowEngine<H> {
                 }
                 Err(e) => report.refused.push((*run, e)),
             }
+        }
+        if !report.not_planned.is_empty() {
+            // More than the engine may hold: what it could lay out is mapped, the rest is
+            // reported (and its old mappings are gone: nothing stale stays).
+            let not_mapped = report.not_planned.clone();
+            return Err(ShadowError::OutOfResources {
+                report: Box::new(report),
+                not_mapped,
+            });
         }
         Ok(report)
     }

@@ -20,6 +20,10 @@ pub struct SyncReport {
     /// Runs the host refused for a reason other than resources (e.g. `BadAddress` for a
     /// guest-physical range not backed by RAM); they stay unmapped.
     pub refused: Vec<(Run, HostError)>,
+    /// Guest runs (or parts) beyond the most host mappings one sync may lay out
+    /// ([`ShadowConfig::max_mappings`](super::ShadowConfig::max_mappings)); not mapped, and the
+    /// sync reports out-of-resources.
+    pub not_planned: Vec<Run>,
     /// Malformed table parts met (each treated as unmapped).
     pub walk_faults: u64,
     /// The first malformed part met, or the work-limit stop.

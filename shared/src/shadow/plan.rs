@@ -30,6 +30,10 @@ pub struct Layout<'a> {
     pub excluded: &'a [AddrRange],
     /// Guest-physical ranges mapped one page per host mapping, sorted and disjoint.
     pub page_granular: &'a [AddrRange],
+    /// Most host mappings one plan may produce (bounds memory for a hostile guest page that
+    /// would cut into millions of pieces); what does not fit goes to
+    /// [`SyncReport::not_planned`].
+    pub max_pieces: usize,
 }
 
 /// Splits `piece` by guest-physical `ranges` (sorted, disjoint) into the parts inside
@@ -81,8 +85,9 @@ impl Layout<'_> {
                     if excluded {
                         report.excluded.push(p);
                     } else {
+                        let not_planned = &mut report.not_planned;
                         split_by_gpa(p, self.page_granular, &mut |q, per_page| {
-                            self.cut(q, per_page, out);
+                            self.cut(q, per_page, out, not_planned);
                         });
                     }
                 });
@@ -113,12 +118,22 @@ impl Layout<'_> {
         }
     }
 
-    /// Cuts at `max_run` multiples (or every page) and appends.
-    fn cut(&self, run: Run, per_page: bool, out: &mut Vec<Run>) {
+    /// Cuts at `max_run` multiples (or every page) and appends; past `max_pieces`, the rest
+    /// of the run goes to `not_planned` whole.
+    fn cut(&self, run: Run, per_page: bool, out: &mut Vec<Run>, not_planned: &mut Vec<Run>) {
         let step = if per_page { HOST_PAGE } else { self.max_run };
         let end = run.iova + run.size;
         let mut at = run.iova;
         while at < end {
+            if out.len() >= self.max_pieces {
+                not_planned.push(Run {
+                    iova: at,
+                    addr: run.addr + (at - run.iova),
+                    size: end - at,
+                    perm: run.perm,
+                });
+                return;
+            }
             let next = align_down(at, step).saturating_add(step).min(end);
             out.push(Run {
                 iova: at,
@@ -190,6 +205,7 @@ mod tests {
             valid: &valid,
             excluded: &excluded,
             page_granular: &pg,
+            max_pieces: usize::MAX,
         };
         let mut out = Vec::new();
         let mut rep = SyncReport::default();
@@ -227,6 +243,33 @@ mod tests {
         assert_eq!(
             rep.unmappable,
             vec![run(0xfee0_0000, 0x1_0010_0000, 0x10_0000)]
+        );
+    }
+
+    #[test]
+    fn a_huge_page_is_planned_only_up_to_the_bound() {
+        let l = Layout {
+            max_run: 0x20_0000,
+            valid: &[],
+            excluded: &[],
+            page_granular: &[],
+            max_pieces: 3,
+        };
+        let mut out = Vec::new();
+        let mut rep = SyncReport::default();
+        // A 256 TiB page would be 2^27 pieces of 2 MiB.
+        l.plan(
+            &[run(0, 0, 1 << 48), run(1 << 48, 0, 0x1000)],
+            &mut out,
+            &mut rep,
+        );
+        assert_eq!(out.len(), 3);
+        assert_eq!(
+            rep.not_planned,
+            vec![
+                run(0x60_0000, 0x60_0000, (1 << 48) - 0x60_0000),
+                run(1 << 48, 0, 0x1000)
+            ]
         );
     }
 
