@@ -16,7 +16,9 @@
 //!   into a host DMA backend with the shared shadow engine, following the guest's
 //!   invalidations (the capability header advertises NpCache so the guest invalidates on
 //!   map as well as unmap);
-//! - IVRS requester-id aliases ([`AmdVi::set_alias`]).
+//! - IVRS requester-id aliases ([`AmdVi::set_alias`]);
+//! - [`fuzz_support`]: bodies and oracles of the `amd_vi` and `walker_amd` fuzz targets (also
+//!   replayed by `cargo test`).
 //!
 //! Not modelled: interrupt remapping, guest (v2) page tables and PASIDs, PPR log entries,
 //! ATS, the exclusion range (its registers are stored; a VMM that never describes one in the
@@ -87,6 +89,7 @@ pub mod dte;
 mod error;
 pub mod event;
 mod event_log;
+pub mod fuzz_support;
 mod model;
 pub mod pagetable;
 pub mod platform;

@@ -14,10 +14,31 @@ use viommu_shared::dma::{DeviceIommu, DmaFault, DmaRequest, DmaTranslate, DmaTra
 use viommu_shared::host::HostDma;
 use viommu_shared::iotlb::IotlbRegistry;
 use viommu_shared::regs::{ByteOrder, MmioHandler, Msi, MsiSink, is_access_len};
-use viommu_shared::shadow::{ShadowEngine, ShadowError, ShadowMapping};
+use viommu_shared::shadow::{EmptyView, ShadowEngine, ShadowError, ShadowMapping};
 use vm_device::DeviceMmio;
 use vm_device::bus::{MmioAddress, MmioAddressOffset};
-use vm_memory::GuestMemoryMmap;
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+/// The guest-physical ranges below 2^64 - 1 that are not guest RAM.
+fn ram_holes(mem: &GuestMemoryMmap) -> Vec<AddrRange> {
+    let mut ram: Vec<AddrRange> = mem
+        .iter()
+        .map(|r| AddrRange::from_len(r.start_addr().0, r.len()))
+        .collect();
+    ram.sort_by_key(|r| r.start);
+    let mut holes = Vec::new();
+    let mut at = 0;
+    for r in ram {
+        if r.start > at {
+            holes.push(AddrRange::new(at, r.start));
+        }
+        at = at.max(r.end);
+    }
+    if at < u64::MAX {
+        holes.push(AddrRange::new(at, u64::MAX));
+    }
+    holes
+}
 
 /// An emulated AMD-Vi IOMMU.
 ///
@@ -128,7 +149,15 @@ impl AmdVi {
         }
         let snap = self.inner.snapshot();
         let mode = self.inner.resolve(self.inner.alias_of(device_id), &snap);
-        let engine = ShadowEngine::new(host, self.inner.config.shadow.clone());
+        let mut engine = ShadowEngine::new(host, self.inner.config.shadow.clone());
+        // Guest-physical addresses outside RAM are never host DMA targets (VFIO refuses
+        // them). Excluding them up front also bounds the work of laying out a huge guest
+        // page: a level-4 default leaf is 256 TiB, which cut at `max_run` would be 2^27
+        // host mappings planned in memory before the first map call (found by fuzzing).
+        for hole in ram_holes(&self.inner.mem) {
+            // The record is empty: no host call is made, nothing can fail.
+            let _ = engine.discard_gpa(&EmptyView, hole);
+        }
         let mut shadow = HostShadow::new(engine, mode);
         let result = self.inner.sync_shadow(device_id, &mut shadow, EVERYTHING);
         exec.shadows.insert(device_id, shadow);

@@ -21,6 +21,8 @@
 //!   (coalesced host mappings). [`Zpci::detach_host`] removes every host mapping.
 //! - Emulated devices DMA through [`Zpci::device_iommu`] (`vm_memory::iommu::Iommu`); the
 //!   model implements [`DmaTranslate`](viommu_shared::dma::DmaTranslate).
+//! - [`fuzz_support`]: bodies and oracles of the `zpci` and `walker_s390` fuzz targets (also
+//!   replayed by `cargo test`).
 //! - Error events ([`ErrorEvent`]) are queued for the VMM ([`Zpci::take_events`]) with a
 //!   doorbell MSI each; the measurement timer calls [`Zpci::update_measurements`].
 //!
@@ -66,6 +68,7 @@ pub mod events;
 pub mod fib;
 pub mod format;
 pub mod function;
+pub mod fuzz_support;
 pub mod handle;
 mod host;
 pub mod insn;

@@ -24,6 +24,8 @@
 //!   [`Vtd::shadow_space`], [`Vtd::device_space`]; migration: [`Vtd::save`] /
 //!   [`Vtd::restore`].
 //! - [`testing`]: encoders of every guest structure and a Linux-like [`testing::GuestDriver`].
+//! - [`fuzz_support`]: bodies and oracles of the `vtd` and `walker_vtd` fuzz targets (also
+//!   replayed by `cargo test`).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -88,6 +90,7 @@ pub mod error;
 mod events;
 pub mod fault;
 pub mod format;
+pub mod fuzz_support;
 pub mod invalidation;
 mod model;
 mod queue;

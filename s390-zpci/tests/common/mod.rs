@@ -3,7 +3,6 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use viommu_s390_zpci::testing::{GuestCpu, MemFunction, ZpciTables};
@@ -130,21 +129,4 @@ pub fn env_limit(limit: u32) -> Env {
         config,
         Some(SimHostConfig::s390(HOST_APERTURE).with_entry_limit(limit)),
     )
-}
-
-/// The canonical coalesced host layout of `truth` (iova page → (gpa page, perm)): maximal
-/// runs contiguous in IOVA and GPA with equal permissions, cut at `max_run` multiples.
-pub fn coalesce(truth: &BTreeMap<u64, (u64, Perm)>, max_run: u64) -> Vec<(u64, u64, u64, Perm)> {
-    let mut out: Vec<(u64, u64, u64, Perm)> = Vec::new();
-    for (&iova, &(gpa, perm)) in truth {
-        if let Some(last) = out.last_mut() {
-            let (li, lg, ls, lp) = *last;
-            if li + ls == iova && lg + ls == gpa && lp == perm && iova % max_run != 0 {
-                last.2 += 0x1000;
-                continue;
-            }
-        }
-        out.push((iova, gpa, 0x1000, perm));
-    }
-    out
 }

@@ -1,0 +1,20 @@
+//! Bodies of the s390 zPCI fuzz targets and their oracles.
+//!
+//! They live here, not in `fuzz/`, so that `cargo test` replays them on the stable toolchain
+//! (`tests/fuzz_replay.rs`: the checked-in corpus under `fuzz/corpus/<target>/` plus
+//! deterministic pseudo-random inputs); `fuzz/fuzz_targets/` only wraps them for libFuzzer.
+//! Each target panics when an oracle fails, which is what a fuzzer reports; the `run`/`check`
+//! functions behind them return the failure instead, so tests can show that the oracles
+//! reject inconsistent states. The property tests in `tests/props.rs` drive
+//! [`model::run`] with their own strategies.
+//!
+//! - [`model`] (target `zpci`): a hostile guest issuing zPCI instructions over its DMA tables.
+//! - [`walker`] (target `walker_s390`): the shared walker over hostile s390 DMA tables.
+
+mod encode;
+pub mod model;
+pub mod walker;
+
+pub use encode::Encoder;
+pub use model::model;
+pub use walker::walker;

@@ -1,0 +1,19 @@
+//! Bodies of the VT-d fuzz targets and their oracles.
+//!
+//! They live here, not in `fuzz/`, so that `cargo test` replays them on the stable toolchain
+//! (`tests/fuzz_replay.rs`: the checked-in corpus under `fuzz/corpus/<target>/` plus
+//! deterministic pseudo-random inputs); `fuzz/fuzz_targets/` only wraps them for libFuzzer.
+//! Each target panics when an oracle fails, which is what a fuzzer reports; the `run`/`check`
+//! functions behind them return the failure instead, so tests can show that the oracles
+//! reject inconsistent states.
+//!
+//! - [`model`] (target `vtd`): a hostile guest and VMM driving a whole unit.
+//! - [`walker`] (target `walker_vtd`): the shared walker over hostile second-stage tables.
+
+mod encode;
+pub mod model;
+pub mod walker;
+
+pub use encode::Encoder;
+pub use model::model;
+pub use walker::walker;
