@@ -6,7 +6,7 @@
 //! `cargo test -p viommu-s390-zpci --test fuzz_replay -- --ignored write_seed_corpus`
 //! (re)writes the seed files into the corpus.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use viommu_s390_zpci::fuzz_support::model::{
     self, FID, Input, Insn, Op, Operand, PAL, SDMA, Setup, TABLES, World,
 };
@@ -15,46 +15,16 @@ use viommu_s390_zpci::insn::clp::cmd;
 use viommu_s390_zpci::{Designation, Fib, Iota};
 use viommu_shared::Perm;
 use viommu_shared::fuzz_support::XorShift;
+use viommu_shared::fuzz_support::replay::{self, cases};
 use viommu_shared::host::HostDma;
 use viommu_shared::pt::{Leaf, Walker};
 
 fn corpus_dir(target: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target)
-}
-
-fn corpus(target: &str) -> Vec<Vec<u8>> {
-    let mut files: Vec<_> = std::fs::read_dir(corpus_dir(target))
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.is_file())
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files.iter().map(|p| std::fs::read(p).unwrap()).collect()
-}
-
-fn cases(default: u64) -> u64 {
-    std::env::var("FUZZ_REPLAY_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    replay::corpus_dir(env!("CARGO_MANIFEST_DIR"), target)
 }
 
 fn replay(target: &str, body: fn(&[u8]), random: u64, max_len: usize) {
-    let seeds = corpus(target);
-    assert!(!seeds.is_empty(), "no corpus for {target}");
-    for s in &seeds {
-        body(s);
-    }
-    let mut rng = XorShift::new(0x5eed ^ target.len() as u64);
-    for _ in 0..random {
-        let len = (rng.next_u64() as usize) % max_len;
-        body(&rng.bytes(len));
-    }
+    replay::replay(env!("CARGO_MANIFEST_DIR"), target, body, random, max_len);
 }
 
 #[test]

@@ -2,40 +2,14 @@
 //! `fuzz/corpus/<target>/` and a few thousand deterministic pseudo-random inputs. Also shows
 //! that the oracles do reject inconsistent states.
 
-use std::path::Path;
-use viommu_shared::fuzz_support::{self, XorShift, check_enumeration, check_record_matches_host};
+use viommu_shared::fuzz_support::{self, check_enumeration, check_record_matches_host};
 use viommu_shared::host::{HostDma, SimHost, SimHostConfig};
 use viommu_shared::pt::Leaf;
 use viommu_shared::shadow::{Record, ShadowMapping};
 use viommu_shared::{AddrRange, Perm};
 
-fn corpus(target: &str) -> Vec<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target);
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.is_file())
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files.iter().map(|p| std::fs::read(p).unwrap()).collect()
-}
-
 fn replay(target: &str, body: fn(&[u8]), random: u64, max_len: usize) {
-    let seeds = corpus(target);
-    assert!(!seeds.is_empty(), "no corpus for {target}");
-    for s in &seeds {
-        body(s);
-    }
-    let mut rng = XorShift::new(0x5eed ^ target.len() as u64);
-    for _ in 0..random {
-        let len = (rng.next_u64() as usize) % max_len;
-        body(&rng.bytes(len));
-    }
+    fuzz_support::replay::replay(env!("CARGO_MANIFEST_DIR"), target, body, random, max_len);
 }
 
 #[test]
