@@ -64,8 +64,10 @@ use vm_memory::{GuestAddress, Permissions};
 pub const MAX_DMA_LEN: usize = 1 << 30;
 
 /// How many times [`DeviceIommu`] asks the model again when invalidations keep racing with its
-/// fills before it fails the access.
-pub const MAX_FILL_ATTEMPTS: u32 = 8;
+/// fills before it fails the access. Bounded so a guest flooding invalidations cannot spin a
+/// device thread forever, and large enough (with a yield after each lost race) that a storm of
+/// legitimate invalidations does not fail DMA that hardware would complete.
+pub const MAX_FILL_ATTEMPTS: u32 = 64;
 
 /// One DMA request as the IOMMU sees it on the bus.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -348,7 +350,9 @@ impl Iommu for DeviceIommu {
             // Either way, look up again: after a fill the lookup hits unless an invalidation
             // (or eviction) removed it meanwhile; after a race the model is asked again.
             match self.tlb.fill(ticket, &fills) {
-                Ok(()) | Err(FillError::Raced) => continue,
+                Ok(()) => {}
+                // Let the invalidating thread finish before asking the model again.
+                Err(FillError::Raced) => std::thread::yield_now(),
             }
         }
         Err(cannot_resolve(
