@@ -10,10 +10,9 @@
 //! - [`model`] (target `amd_vi`): a hostile guest and VMM driving the IOMMU.
 //! - [`walker`] (target `walker_amd`): the shared walker over hostile v1 page tables.
 
-mod encode;
 pub mod model;
 pub mod walker;
 
-pub use encode::Encoder;
 pub use model::model;
+pub use viommu_shared::fuzz_support::Encoder;
 pub use walker::walker;

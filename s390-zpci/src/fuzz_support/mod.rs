@@ -11,10 +11,9 @@
 //! - [`model`] (target `zpci`): a hostile guest issuing zPCI instructions over its DMA tables.
 //! - [`walker`] (target `walker_s390`): the shared walker over hostile s390 DMA tables.
 
-mod encode;
 pub mod model;
 pub mod walker;
 
-pub use encode::Encoder;
 pub use model::model;
+pub use viommu_shared::fuzz_support::Encoder;
 pub use walker::walker;

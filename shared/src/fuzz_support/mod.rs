@@ -5,12 +5,14 @@
 //! stable toolchain; `fuzz/` only wraps them for libFuzzer. Each target panics when an oracle
 //! fails, which is what a fuzzer reports.
 
+pub mod encode;
 pub mod oracle;
 pub mod replay;
 pub mod shadow;
 pub mod walker;
 
-pub use oracle::{check_enumeration, check_record_matches_host};
+pub use encode::Encoder;
+pub use oracle::{check_enumeration, check_lookups, check_record_matches_host};
 pub use shadow::shadow;
 pub use walker::walker;
 

@@ -3,7 +3,7 @@
 
 use crate::addr::AddrRange;
 use crate::host::SimHost;
-use crate::pt::Leaf;
+use crate::pt::{Leaf, WalkFault};
 use crate::shadow::Record;
 
 /// Leaves from one enumeration of `range` must be in IOVA order, non-overlapping,
@@ -46,6 +46,43 @@ pub fn check_record_matches_host(record: &Record, host: &SimHost) -> Result<(), 
         .all(|(a, b)| a.perm == b.perm);
     if !perms_equal {
         return Err("record and host disagree on permissions".into());
+    }
+    Ok(())
+}
+
+/// Lookups must agree with one enumeration `leaves` of `range` (`complete` when it did not
+/// stop at the work limit), for formats whose leaves never exceed their slot: a lookup of the
+/// first in-range address of each leaf (up to 64) finds that leaf, and every successful
+/// lookup of `probes` contains its address and, in a complete range, was enumerated.
+pub fn check_lookups(
+    lookup: &dyn Fn(u64) -> Result<Leaf, WalkFault>,
+    range: AddrRange,
+    leaves: &[Leaf],
+    complete: bool,
+    probes: &[u64],
+) -> Result<(), String> {
+    for l in leaves.iter().take(64) {
+        let at = l.iova.max(range.start);
+        match lookup(at) {
+            Ok(found) if found == *l => {}
+            other => {
+                return Err(format!(
+                    "lookup({at:#x}) = {other:?}, enumeration said {l:?}"
+                ));
+            }
+        }
+    }
+    for &a in probes {
+        if let Ok(found) = lookup(a) {
+            if !found.iova_range().contains(a) {
+                return Err(format!("lookup({a:#x}) = {found:?} does not contain it"));
+            }
+            if complete && range.contains(a) && !leaves.contains(&found) {
+                return Err(format!(
+                    "lookup({a:#x}) = {found:?} but the complete enumeration missed it"
+                ));
+            }
+        }
     }
     Ok(())
 }

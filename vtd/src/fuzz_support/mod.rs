@@ -10,10 +10,9 @@
 //! - [`model`] (target `vtd`): a hostile guest and VMM driving a whole unit.
 //! - [`walker`] (target `walker_vtd`): the shared walker over hostile second-stage tables.
 
-mod encode;
 pub mod model;
 pub mod walker;
 
-pub use encode::Encoder;
 pub use model::model;
+pub use viommu_shared::fuzz_support::Encoder;
 pub use walker::walker;

@@ -14,7 +14,7 @@ use crate::format::SecondStage;
 use arbitrary::{Arbitrary, Unstructured};
 use std::sync::atomic::Ordering;
 use viommu_shared::AddrRange;
-use viommu_shared::fuzz_support::check_enumeration;
+use viommu_shared::fuzz_support::{check_enumeration, check_lookups};
 use viommu_shared::pt::{ByteOrder, EncodeFormat, Leaf, PageTableFormat, WalkLimits, Walker};
 use viommu_shared::testing::guest_memory;
 use viommu_shared::{Perm, pt::Decoded};
@@ -204,32 +204,8 @@ pub fn check_walk(
             return Err(format!("leaf {l:?} is not a page {fmt:?} can map"));
         }
     }
-    // Second-stage leaves never exceed their slot, so a lookup of the first address in range
-    // of an enumerated leaf follows the same entries.
-    for l in leaves.iter().take(64) {
-        let at = l.iova.max(range.start);
-        match w.lookup(at) {
-            Ok(found) if found == *l => {}
-            other => {
-                return Err(format!(
-                    "lookup({at:#x}) = {other:?}, enumeration said {l:?}"
-                ));
-            }
-        }
-    }
-    for &a in lookups {
-        if let Ok(found) = w.lookup(a) {
-            if !found.iova_range().contains(a) {
-                return Err(format!("lookup({a:#x}) = {found:?} does not contain it"));
-            }
-            if complete && range.contains(a) && !leaves.contains(&found) {
-                return Err(format!(
-                    "lookup({a:#x}) = {found:?} but the complete enumeration missed it"
-                ));
-            }
-        }
-    }
-    Ok(())
+    // Leaves of this format never exceed their slot.
+    check_lookups(&|a| w.lookup(a), range, leaves, complete, lookups)
 }
 
 /// Whether `fmt` accepts a large leaf at `level`, asked through its decoder.
