@@ -6,7 +6,6 @@
 //! `cargo test -p viommu-amd-vi --test fuzz_replay -- --ignored write_seed_corpus`
 //! (re)writes the seed files into the corpus.
 
-use std::path::PathBuf;
 use viommu_amd_vi::AmdV1Format;
 use viommu_amd_vi::fuzz_support::model::{self, Cmd, DATA, Input, Op, Setup, TABLES, World};
 use viommu_amd_vi::fuzz_support::walker::{self, EntryWrite, Header};
@@ -17,10 +16,6 @@ use viommu_shared::fuzz_support::XorShift;
 use viommu_shared::fuzz_support::replay::{self, cases};
 use viommu_shared::host::HostDma;
 use viommu_shared::pt::{Leaf, Walker};
-
-fn corpus_dir(target: &str) -> PathBuf {
-    replay::corpus_dir(env!("CARGO_MANIFEST_DIR"), target)
-}
 
 fn replay(target: &str, body: fn(&[u8]), random: u64, max_len: usize) {
     replay::replay(env!("CARGO_MANIFEST_DIR"), target, body, random, max_len);
@@ -327,11 +322,7 @@ fn write_seed_corpus() {
             walker_seeds().iter().map(|i| i.encode()).collect(),
         ),
     ] {
-        let dir = corpus_dir(target);
-        std::fs::create_dir_all(&dir).unwrap();
-        for (i, bytes) in inputs.iter().enumerate() {
-            std::fs::write(dir.join(format!("seed-{i:02}")), bytes).unwrap();
-        }
+        replay::write_seeds(env!("CARGO_MANIFEST_DIR"), target, &inputs).unwrap();
     }
 }
 

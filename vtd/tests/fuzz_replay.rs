@@ -6,7 +6,6 @@
 //! `cargo test -p viommu-vtd --test fuzz_replay -- --ignored write_seed_corpus` (re)writes
 //! the seed files into the corpus.
 
-use std::path::PathBuf;
 use viommu_shared::Perm;
 use viommu_shared::fuzz_support::XorShift;
 use viommu_shared::fuzz_support::replay::{self, cases};
@@ -16,10 +15,6 @@ use viommu_vtd::fuzz_support::model::{self, DEV, Desc, Input, LEAF_PT, Op, Setup
 use viommu_vtd::fuzz_support::walker::{self, EntryWrite, Header};
 use viommu_vtd::regs::*;
 use viommu_vtd::testing::desc;
-
-fn corpus_dir(target: &str) -> PathBuf {
-    replay::corpus_dir(env!("CARGO_MANIFEST_DIR"), target)
-}
 
 fn replay(target: &str, body: fn(&[u8]), random: u64, max_len: usize) {
     replay::replay(env!("CARGO_MANIFEST_DIR"), target, body, random, max_len);
@@ -336,11 +331,7 @@ fn write_seed_corpus() {
             walker_seeds().iter().map(|i| i.encode()).collect(),
         ),
     ] {
-        let dir = corpus_dir(target);
-        std::fs::create_dir_all(&dir).unwrap();
-        for (i, bytes) in inputs.iter().enumerate() {
-            std::fs::write(dir.join(format!("seed-{i:02}")), bytes).unwrap();
-        }
+        replay::write_seeds(env!("CARGO_MANIFEST_DIR"), target, &inputs).unwrap();
     }
 }
 

@@ -55,3 +55,13 @@ pub fn replay(manifest_dir: &str, target: &str, body: fn(&[u8]), random: u64, ma
         body(&rng.bytes(len));
     }
 }
+
+/// Writes `inputs` into `target`'s corpus as `seed-00`, `seed-01`, …
+pub fn write_seeds(manifest_dir: &str, target: &str, inputs: &[Vec<u8>]) -> std::io::Result<()> {
+    let dir = corpus_dir(manifest_dir, target);
+    std::fs::create_dir_all(&dir)?;
+    for (i, bytes) in inputs.iter().enumerate() {
+        std::fs::write(dir.join(format!("seed-{i:02}")), bytes)?;
+    }
+    Ok(())
+}
