@@ -353,12 +353,7 @@ pub const MAX_OPS: usize = 64;
 impl Input {
     /// Decodes an input: the setup, then steps until the data runs out.
     pub fn decode(data: &[u8]) -> Option<Input> {
-        let mut u = Unstructured::new(data);
-        let setup = Setup::arbitrary(&mut u).ok()?;
-        let mut ops = Vec::new();
-        while !u.is_empty() && ops.len() < MAX_OPS {
-            ops.push(Op::arbitrary(&mut u).ok()?);
-        }
+        let (setup, ops) = viommu_shared::fuzz_support::decode_steps(data, MAX_OPS)?;
         Some(Input { setup, ops })
     }
 }

@@ -15,7 +15,7 @@
 use crate::format::{
     Designation, DmaTableFormat, PTE_FRAME_MASK, SEGMENT_FRAME_MASK, invalid_entry, level,
 };
-use arbitrary::{Arbitrary, Unstructured};
+use arbitrary::Arbitrary;
 use std::sync::atomic::Ordering;
 use viommu_shared::fuzz_support::{check_enumeration, check_lookups};
 use viommu_shared::pt::{ByteOrder, EncodeFormat, Leaf, PageTableFormat, WalkLimits, Walker};
@@ -107,12 +107,7 @@ pub struct Input {
 impl Input {
     /// Decodes the header, then entry writes until the data runs out.
     pub fn decode(data: &[u8]) -> Option<Input> {
-        let mut u = Unstructured::new(data);
-        let header = Header::arbitrary(&mut u).ok()?;
-        let mut writes = Vec::new();
-        while !u.is_empty() && writes.len() < MAX_WRITES {
-            writes.push(EntryWrite::arbitrary(&mut u).ok()?);
-        }
+        let (header, writes) = viommu_shared::fuzz_support::decode_steps(data, MAX_WRITES)?;
         Some(Input { header, writes })
     }
 

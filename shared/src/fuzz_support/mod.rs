@@ -45,3 +45,20 @@ impl XorShift {
         (0..len).map(|_| self.next_u64() as u8).collect()
     }
 }
+
+/// Decodes a fuzz input as a head followed by steps until the data runs out (at most `max`
+/// steps). A derived `Vec` stops at the first even "continue" byte, which would make random
+/// inputs one or two steps long; this keeps decoding while bytes remain.
+pub fn decode_steps<'a, H, S>(data: &'a [u8], max: usize) -> Option<(H, Vec<S>)>
+where
+    H: arbitrary::Arbitrary<'a>,
+    S: arbitrary::Arbitrary<'a>,
+{
+    let mut u = arbitrary::Unstructured::new(data);
+    let head = H::arbitrary(&mut u).ok()?;
+    let mut steps = Vec::new();
+    while !u.is_empty() && steps.len() < max {
+        steps.push(S::arbitrary(&mut u).ok()?);
+    }
+    Some((head, steps))
+}

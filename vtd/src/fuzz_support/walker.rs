@@ -11,7 +11,7 @@
 //! completely enumerated range, was enumerated.
 
 use crate::format::SecondStage;
-use arbitrary::{Arbitrary, Unstructured};
+use arbitrary::Arbitrary;
 use std::sync::atomic::Ordering;
 use viommu_shared::AddrRange;
 use viommu_shared::fuzz_support::{check_enumeration, check_lookups};
@@ -99,12 +99,7 @@ pub struct Input {
 impl Input {
     /// Decodes the header, then entry writes until the data runs out.
     pub fn decode(data: &[u8]) -> Option<Input> {
-        let mut u = Unstructured::new(data);
-        let header = Header::arbitrary(&mut u).ok()?;
-        let mut writes = Vec::new();
-        while !u.is_empty() && writes.len() < MAX_WRITES {
-            writes.push(EntryWrite::arbitrary(&mut u).ok()?);
-        }
+        let (header, writes) = viommu_shared::fuzz_support::decode_steps(data, MAX_WRITES)?;
         Some(Input { header, writes })
     }
 
