@@ -6,6 +6,7 @@
 //! - [`host`]: the [`HostDma`](host::HostDma) trait and its backends (simulated kernel, VFIO).
 //! - [`shadow`]: the shadow engine that keeps a host address space equal to the guest's view.
 //! - [`iotlb`], [`dma`]: translation cache and emulated-device DMA through `vm_memory::iommu`.
+//! - [`irq`]: the interrupt-remapping API (remap an MSI, route-table updates on invalidation).
 //! - [`regs`]: register files as data, MSI sinks, and the `vm-device` MMIO adapter.
 //! - [`testing`]: a reference page-table format and helpers for tests, fuzzing and demos.
 
@@ -16,6 +17,7 @@ pub mod dma;
 pub mod fuzz_support;
 pub mod host;
 pub mod iotlb;
+pub mod irq;
 pub mod perm;
 pub mod pt;
 pub mod regs;
