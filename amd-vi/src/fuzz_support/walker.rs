@@ -35,6 +35,10 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 /// Guest RAM of the target: 16 pages at 0; everything above is a hole.
 pub const RAM: u64 = 16 * 4096;
+/// Most table entries one enumeration reads: enough for every table of the RAM pages to be
+/// visited several times over through aliases (and for the work limit to be reached), small
+/// enough that one input costs microseconds.
+pub const WALK_ENTRIES: u64 = 1 << 12;
 /// Most entry writes one input makes.
 pub const MAX_WRITES: usize = 256;
 
@@ -186,7 +190,7 @@ pub fn run(input: &Input) -> Result<(), String> {
     let mem = memory(input, &fmt);
     let root = u64::from(input.header.root_page % 18) * 4096;
     let w = Walker::new(&fmt, &mem, root).with_limits(WalkLimits {
-        max_entries: 1 << 16,
+        max_entries: WALK_ENTRIES,
     });
     let range = input.range(&fmt);
     let mut leaves = Vec::new();
