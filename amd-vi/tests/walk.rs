@@ -273,3 +273,65 @@ fn mode_beyond_hats_is_illegal() {
         }]
     );
 }
+
+#[test]
+fn inconsistently_replicated_next_level_7_page_is_malformed_and_never_overlaps() {
+    use viommu_amd_vi::pagetable::AmdV1Format;
+    use viommu_shared::AddrRange;
+    use viommu_shared::pt::{Leaf, Walker};
+
+    let mut g = setup();
+    let pt = g.new_tables(3);
+    // A 32 KiB page over eight level-0 slots, then its first slot overwritten by a 4 KiB
+    // leaf elsewhere (only a hostile guest writes this: spec 2.2.3 wants the same PTE in
+    // every slot the page covers).
+    pt.map(&mut g, 0x10_8000, 0x78_0000, 0x8000, Perm::RW);
+    pt.map(&mut g, 0x10_8000, 0x90_0000, 0x1000, Perm::RW);
+    g.attach(DEV, Dte::translated(2, pt.root, 3, Perm::RW))
+        .unwrap();
+    let t = g.dma(DEV, 0x10_8010, Perm::READ).unwrap();
+    assert_eq!((t.iova, t.addr, t.size), (0x10_8000, 0x90_0000, 0x1000));
+    // The other slots name a page whose first slot disagrees: malformed, not translated.
+    for iova in [0x10_9000u64, 0x10_f000] {
+        assert_eq!(
+            g.dma(DEV, iova, Perm::READ).unwrap_err().kind,
+            DmaFaultKind::Malformed,
+            "{iova:#x}"
+        );
+    }
+    // The enumeration (what the shadow engine maps) agrees: the 4 KiB leaf only, the seven
+    // other slots reported as malformed, nothing overlapping.
+    let fmt = AmdV1Format::new(3).unwrap();
+    let w = Walker::new(&fmt, &g.mem, pt.root);
+    let mut leaves: Vec<Leaf> = Vec::new();
+    let mut faults = 0;
+    w.for_each_leaf(
+        AddrRange::new(0x10_0000, 0x11_0000),
+        &mut |l| leaves.push(l),
+        &mut |_| faults += 1,
+    )
+    .unwrap();
+    assert_eq!(
+        leaves
+            .iter()
+            .map(|l| (l.iova, l.addr, l.size))
+            .collect::<Vec<_>>(),
+        [(0x10_8000, 0x90_0000, 0x1000)]
+    );
+    assert_eq!(faults, 7);
+    // Seen from the middle of the page (its first slot outside the range) as well.
+    let mut mid = Vec::new();
+    w.for_each_leaf(
+        AddrRange::new(0x10_a000, 0x10_b000),
+        &mut |l| mid.push(l),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(mid.is_empty(), "{mid:?}");
+    // Restoring the first slot makes the page whole again, from any slot.
+    pt.map(&mut g, 0x10_8000, 0x78_0000, 0x8000, Perm::RW);
+    let t = Walker::new(&fmt, &g.mem, pt.root)
+        .lookup(0x10_b000)
+        .unwrap();
+    assert_eq!((t.iova, t.addr, t.size), (0x10_8000, 0x78_0000, 0x8000));
+}

@@ -6,23 +6,18 @@
 //!
 //! Oracles ([`check_walk`]): never panics; every leaf is a page the format can map (at least
 //! its slot, at most half its table's span, never at the top of a 6-level table, aligned,
-//! below 2^52); the enumeration is sorted and non-overlapping ([`check_enumeration`]), with
-//! one documented exception (below); a lookup finds every enumerated leaf — at the first
-//! in-range address of a slot-sized leaf, at one of the slots of a larger NextLevel-7 page
-//! (such a page is found at whichever of its slots the enumeration reached first, and the
-//! guest may have written something else in the others); every successful lookup contains
-//! its address and, in a completely enumerated range, was enumerated or lies inside an
-//! enumerated NextLevel-7 page (whose other slots the enumeration skips).
+//! below 2^52); the enumeration is sorted and non-overlapping ([`check_enumeration`]); a
+//! lookup finds every enumerated leaf at its first slot and at the first in-range address;
+//! every successful lookup contains its address and, in a completely enumerated range, was
+//! enumerated or lies inside an enumerated NextLevel-7 page (whose other slots the
+//! enumeration skips).
 //!
-//! The exception: when a NextLevel-7 page is not replicated consistently — a slot it covers
-//! holds another leaf — the shared walker reports the page at the later slot with its
-//! aligned start, overlapping the leaf before it (`Walker::for_each_leaf` moves the cursor
-//! past the page but reports it whole). The shadow engine's run merger then produces
-//! overlapping runs, the host refuses the second (`EEXIST`) and part of the guest's view is
-//! not mapped. Only hostile guests write such tables; the fix belongs in the shared walker
-//! (report such a page clipped to the slots at and after the cursor). Until then this
-//! oracle accepts exactly that overlap: a leaf larger than its slot that starts before the
-//! previous leaf ends but extends past it.
+//! A NextLevel-7 page is valid only where its first slot holds the same entry (the spec
+//! asks for the entry in every slot it covers, 2.2.3): the shared walker checks that slot in
+//! lookups and enumerations alike, so a page replicated inconsistently is a `Reserved` fault
+//! at the slots whose first slot disagrees, and enumerated leaves never overlap. Slots in the
+//! middle of a valid page that hold something else are not read by the enumeration (it
+//! skips the page's other slots): the page covers them.
 
 use crate::pagetable::{AmdV1Format, MAX_LEVELS, PTE_ADDR_MASK};
 use arbitrary::Arbitrary;
@@ -220,48 +215,20 @@ pub fn check_walk(
             return Err(format!("leaf {l:?} is not a page {fmt:?} can map"));
         }
     }
-    // Sorted and non-overlapping, but for NextLevel-7 pages met at a later slot than one
-    // holding another leaf (see the module documentation).
-    let mut regular = Vec::with_capacity(leaves.len());
-    let mut prev_end = 0u128;
-    let mut found_from = Vec::with_capacity(leaves.len());
-    for l in leaves {
-        let end = u128::from(l.iova) + u128::from(l.size);
-        if u128::from(l.iova) < prev_end {
-            if l.size == slot(l) || end <= prev_end {
-                return Err(format!(
-                    "leaf {l:?} overlaps or precedes the previous one (ends {prev_end:#x})"
-                ));
-            }
-        } else {
-            regular.push(*l);
-        }
-        found_from.push(u128::from(l.iova).max(prev_end) as u64);
-        prev_end = end;
-    }
-    check_enumeration(&regular, range).map_err(|e| format!("enumeration: {e}"))?;
-    for (l, &from) in leaves.iter().zip(&found_from).take(64) {
-        let from = from.max(range.start);
-        if l.size == slot(l) {
-            match w.lookup(from) {
-                Ok(found) if found == *l => continue,
+    // Sorted and non-overlapping, NextLevel-7 pages included: the walker checks a page's
+    // first slot wherever it meets the page (see the module documentation).
+    check_enumeration(leaves, range).map_err(|e| format!("enumeration: {e}"))?;
+    for l in leaves.iter().take(64) {
+        // Found at its first slot (which holds the same entry), and where the range starts.
+        for at in [l.iova, l.iova.max(range.start)] {
+            match w.lookup(at) {
+                Ok(found) if found == *l => {}
                 other => {
                     return Err(format!(
-                        "lookup({from:#x}) = {other:?}, enumeration said {l:?}"
+                        "lookup({at:#x}) = {other:?}, enumeration said {l:?}"
                     ));
                 }
             }
-        }
-        // One of the slots of the page from where the enumeration could have met it.
-        let s = slot(l);
-        let hit = (0..256u64)
-            .map(|i| (from & !(s - 1)).wrapping_add(i * s).max(from))
-            .take_while(|&a| l.iova_range().contains(a))
-            .any(|a| w.lookup(a) == Ok(*l));
-        if !hit {
-            return Err(format!(
-                "no lookup from {from:#x} finds the enumerated {l:?}"
-            ));
         }
     }
     for &a in lookups {

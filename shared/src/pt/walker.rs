@@ -150,6 +150,35 @@ impl<'a, F: PageTableFormat + ?Sized, M: GuestMemory + ?Sized> Walker<'a, F, M> 
         })
     }
 
+    /// A page larger than its slot, decoded from `raw` at the slot of `iova` in the table at
+    /// `table` of `level`, is valid only if the first slot it covers holds the same entry
+    /// (AMD-Vi NextLevel-7 pages: every slot a page covers must hold the same PTE, spec
+    /// 2.2.3). Checking the first slot in both `lookup` and enumeration keeps them
+    /// consistent and enumerated leaves disjoint: a page met at a later slot than its first
+    /// (whose slot held something else) is reported as [`WalkFault::Reserved`] for that
+    /// slot rather than whole over slots that say otherwise.
+    fn check_first_slot(
+        &self,
+        level: u8,
+        table: u64,
+        raw: u64,
+        iova: u64,
+        leaf: Leaf,
+    ) -> Result<Leaf, WalkFault> {
+        let slot = span(self.format.level_shift(level));
+        if u128::from(leaf.iova) >= u128::from(iova) & !(slot - 1) {
+            return Ok(leaf);
+        }
+        match self.read(level, self.entry_addr(level, table, u128::from(leaf.iova))) {
+            Ok(first) if first == raw => Ok(leaf),
+            _ => Err(WalkFault::Reserved {
+                level,
+                entry: raw,
+                iova,
+            }),
+        }
+    }
+
     /// Translates one IOVA: the page containing it, or the first fault on the way.
     pub fn lookup(&self, iova: u64) -> Result<Leaf, WalkFault> {
         let bits = self.format.iova_bits();
@@ -198,7 +227,10 @@ impl<'a, F: PageTableFormat + ?Sized, M: GuestMemory + ?Sized> Walker<'a, F, M> 
                     addr,
                     size_log2,
                     perm: p,
-                } => return self.make_leaf(level, raw, iova, addr, size_log2, perm & p),
+                } => {
+                    let leaf = self.make_leaf(level, raw, iova, addr, size_log2, perm & p)?;
+                    return self.check_first_slot(level, table, raw, iova, leaf);
+                }
             }
         }
     }
@@ -218,7 +250,9 @@ impl<'a, F: PageTableFormat + ?Sized, M: GuestMemory + ?Sized> Walker<'a, F, M> 
 
     /// Calls `on_leaf` for every page intersecting `range`, in IOVA order, each exactly once
     /// (a page larger than its slot, replicated across slots, is reported once; pages may
-    /// start before `range.start` or end after `range.end` — callers clip).
+    /// start before `range.start` or end after `range.end` — callers clip). A page larger
+    /// than its slot whose first slot holds another entry is [`WalkFault::Reserved`] (in
+    /// [`lookup`](Self::lookup) too), so enumerated leaves never overlap.
     ///
     /// Empty subtrees are skipped without reading their lower levels. A malformed entry is
     /// reported to `on_fault` and its subtree treated as unmapped. IOVAs beyond the format's
@@ -374,7 +408,10 @@ impl<'a, F: PageTableFormat + ?Sized, M: GuestMemory + ?Sized> Walker<'a, F, M> 
                     addr,
                     size_log2,
                     perm: p,
-                } => match self.make_leaf(level, raw, iova64, addr, size_log2, perm & p) {
+                } => match self
+                    .make_leaf(level, raw, iova64, addr, size_log2, perm & p)
+                    .and_then(|leaf| self.check_first_slot(level, table, raw, iova64, leaf))
+                {
                     Ok(leaf) => {
                         st.leaves += 1;
                         next = next.max(u128::from(leaf.iova) + u128::from(leaf.size));
