@@ -42,6 +42,15 @@ pub trait HostDma {
 
     /// Bitmap of supported page sizes; the lowest set bit is the required alignment.
     fn page_sizes(&self) -> u64;
+
+    /// True when the host IOMMU enforces cache coherency for every DMA through this address
+    /// space, including requests the device marks no-snoop (type1: the `VFIO_DMA_CC_IOMMU`
+    /// extension; iommufd: the IOMMU's enforce-cache-coherency capability). A model may only
+    /// promise a guest that non-snooped DMA is made coherent (VT-d ECAP.SC) when this holds.
+    /// Default `false`: a backend that cannot tell is assumed not to.
+    fn enforces_coherency(&self) -> bool {
+        false
+    }
 }
 
 impl<T: HostDma + ?Sized> HostDma for Box<T> {
@@ -62,5 +71,8 @@ impl<T: HostDma + ?Sized> HostDma for Box<T> {
     }
     fn page_sizes(&self) -> u64 {
         (**self).page_sizes()
+    }
+    fn enforces_coherency(&self) -> bool {
+        (**self).enforces_coherency()
     }
 }
