@@ -25,6 +25,8 @@
 //! `host-unmap` when shadowing a passthrough device failed on the host; `host` fails with
 //! `host-out-of-resources`, `already-attached` or `bad-device` (not a 16-bit DeviceID).
 
+use viommu_shared::AddrRange;
+use viommu_shared::memory::{DmaMapping, MemoryEvent, MemoryEvents};
 use crate::expr::{Vars, eval};
 use crate::target::{DmaReq, ScenarioTarget, TargetEnv, TargetError, translate_pieces};
 use viommu_amd_vi::{AmdVi, AmdViError, Config, EventCode};
@@ -167,6 +169,14 @@ impl ScenarioTarget for AmdViTarget {
                 last.map_or("no-event", |r| event_name(r.event.code)).into()
             })
         })
+    }
+
+    fn memory_event(&mut self, event: MemoryEvent) -> Result<(), TargetError> {
+        self.model.memory_event(event).map(|_| ()).map_err(target_error)
+    }
+
+    fn dma_mappings(&mut self, range: AddrRange) -> Result<Vec<DmaMapping>, TargetError> {
+        Ok(self.model.dma_mappings(range))
     }
 
     fn attach_host(&mut self, dev: u32, host: SharedSimHost) -> Result<(), TargetError> {

@@ -1,11 +1,12 @@
 //! Executes parsed scenarios against a model.
 
-use crate::ast::{CallSpec, DevRef, DmaExpect, Expr, Op, Stmt};
+use crate::ast::{CallSpec, DevRef, DmaExpect, Expr, MemoryEventKind, Op, Stmt};
 use crate::expr::{Vars, eval};
 use crate::target::{DmaReq, ScenarioTarget, TargetEnv, make_target};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use viommu_shared::host::{HostCall, HostError, HostFlavour, SharedSimHost, SimHostConfig};
+use viommu_shared::memory::MemoryEvent;
 use viommu_shared::regs::{Msi, RecordingMsiSink};
 use viommu_shared::{AddrRange, GuestAddress, Perm};
 use vm_memory::{Bytes, GuestMemoryMmap};
@@ -431,7 +432,16 @@ impl Runner {
             }
             Op::Host { dev, opts } => {
                 let d = self.dev(dev)?;
-                let cfg = self.host_config(opts)?;
+                let expect_error = opts
+                    .iter()
+                    .find(|(k, _)| k == "expect-error")
+                    .map(|(_, v)| v.clone());
+                let opts: Vec<(String, String)> = opts
+                    .iter()
+                    .filter(|(k, _)| k != "expect-error")
+                    .cloned()
+                    .collect();
+                let cfg = self.host_config(&opts)?;
                 let sim = SharedSimHost::new(cfg);
                 self.hosts.insert(
                     d,
@@ -442,7 +452,16 @@ impl Runner {
                 );
                 let r = self.target()?.attach_host(d, sim);
                 self.collect_msis();
-                r.map_err(|e| format!("attach host to {d:#x}: {e}"))?;
+                match (r, expect_error) {
+                    (Ok(()), None) => {}
+                    (Err(e), Some(k)) if e.kind == k => {
+                        self.hosts.remove(&d);
+                    }
+                    (Ok(()), Some(k)) => {
+                        return Err(format!("attach host to {d:#x}: expected error {k}, got success"));
+                    }
+                    (Err(e), _) => return Err(format!("attach host to {d:#x}: {e}")),
+                }
             }
             Op::HostRemaining { dev, value } => {
                 let v = u32::try_from(self.ev(value)?).map_err(|_| "entry count out of range")?;
@@ -547,6 +566,47 @@ impl Runner {
                         m.address,
                         m.data,
                         self.msis.len()
+                    ));
+                }
+            }
+            Op::MemoryEvent {
+                kind,
+                start,
+                size,
+                expect_error,
+            } => {
+                let range = AddrRange::from_len(self.ev(start)?, self.ev(size)?);
+                let event = match kind {
+                    MemoryEventKind::Discard => MemoryEvent::Discard(range),
+                    MemoryEventKind::Populate => MemoryEvent::Populate(range),
+                    MemoryEventKind::ToPrivate => MemoryEvent::ConvertToPrivate(range),
+                    MemoryEventKind::ToShared => MemoryEvent::ConvertToShared(range),
+                    MemoryEventKind::ExpectConversions => MemoryEvent::ExpectConversions(range),
+                };
+                let r = self.target()?.memory_event(event);
+                self.collect_msis();
+                match (r, expect_error) {
+                    (Ok(()), None) => {}
+                    (Err(e), Some(k)) if &e.kind == k => {}
+                    (Ok(()), Some(k)) => {
+                        return Err(format!("{event:?}: expected error {k}, got success"));
+                    }
+                    (Err(e), _) => return Err(format!("{event:?}: got error {e}")),
+                }
+            }
+            Op::ExpectDmaMapped { start, size, count } => {
+                let range = AddrRange::from_len(self.ev(start)?, self.ev(size)?);
+                let want = self.ev(count)?;
+                let got = self
+                    .target()?
+                    .dma_mappings(range)
+                    .map_err(|e| e.to_string())?;
+                if got.len() as u64 != want {
+                    return Err(format!(
+                        "DMA mappings of [{:#x}, {:#x}): expected {want}, got {}: {got:?}",
+                        range.start,
+                        range.end,
+                        got.len()
                     ));
                 }
             }
@@ -658,6 +718,13 @@ impl Runner {
                         "type1v1" => HostFlavour::Type1v1,
                         "iommufd" => HostFlavour::Iommufd,
                         _ => return Err(format!("unknown host flavour '{v}'")),
+                    }
+                }
+                "coherent" => {
+                    cfg.coherent = match v.as_str() {
+                        "0" => false,
+                        "1" => true,
+                        _ => return Err(format!("host coherent takes 0 or 1, got '{v}'")),
                     }
                 }
                 "limit" => {

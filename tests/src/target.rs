@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
-use viommu_shared::Perm;
+use viommu_shared::memory::{DmaMapping, MemoryEvent};
+use viommu_shared::{AddrRange, Perm};
 use viommu_shared::host::SharedSimHost;
 use viommu_shared::regs::RecordingMsiSink;
 use vm_memory::GuestMemoryMmap;
@@ -77,6 +78,16 @@ pub trait ScenarioTarget {
 
     /// Makes `dev` a passthrough device whose address space is shadowed into `host`.
     fn attach_host(&mut self, dev: u32, host: SharedSimHost) -> Result<(), TargetError>;
+
+    /// A memory event from the VMM (`viommu_shared::memory::MemoryEvents`).
+    fn memory_event(&mut self, _event: MemoryEvent) -> Result<(), TargetError> {
+        Err(TargetError::unsupported("memory events"))
+    }
+
+    /// Host DMA mappings of every passthrough device that reach guest-physical `range`.
+    fn dma_mappings(&mut self, _range: AddrRange) -> Result<Vec<DmaMapping>, TargetError> {
+        Err(TargetError::unsupported("the DMA-mapping query"))
+    }
 
     /// An intercepted instruction (s390). Models without instructions keep the default.
     fn instruction(

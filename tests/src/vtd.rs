@@ -34,6 +34,8 @@
 //! - `host dev=D` attaches a `SharedSimHost` with `Vtd::attach_host` (the model needs
 //!   `cm=1` for that).
 
+use viommu_shared::AddrRange;
+use viommu_shared::memory::{DmaMapping, MemoryEvent, MemoryEvents};
 use crate::expr::{Vars, eval};
 use crate::target::{DmaReq, ScenarioTarget, TargetEnv, TargetError, translate_pieces};
 use viommu_shared::host::SharedSimHost;
@@ -124,6 +126,7 @@ fn target_error(e: VtdError) -> TargetError {
         VtdError::NotAttached { .. } => "not-attached",
         VtdError::CachingModeOff => "caching-mode-off",
         VtdError::IncompatibleSnapshot => "incompatible-snapshot",
+        VtdError::HostNotCoherent { .. } => "host-not-coherent",
     };
     TargetError::new(kind, e.to_string())
 }
@@ -172,6 +175,14 @@ impl ScenarioTarget for VtdTarget {
                 }
             })
         })
+    }
+
+    fn memory_event(&mut self, event: MemoryEvent) -> Result<(), TargetError> {
+        self.vtd.memory_event(event).map(|_| ()).map_err(target_error)
+    }
+
+    fn dma_mappings(&mut self, range: AddrRange) -> Result<Vec<DmaMapping>, TargetError> {
+        Ok(self.vtd.dma_mappings(range))
     }
 
     fn attach_host(&mut self, dev: u32, host: SharedSimHost) -> Result<(), TargetError> {

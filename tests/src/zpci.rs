@@ -73,6 +73,8 @@
 //! `host-already-attached`, `no-host`, `host-out-of-resources`, `host-unmap`,
 //! `host-refused`, `invalid-config`.
 
+use viommu_shared::AddrRange;
+use viommu_shared::memory::{DmaMapping, MemoryEvent, MemoryEvents};
 use crate::expr::{Vars, eval};
 use crate::target::{
     DmaReq, InsnOutcome, ScenarioTarget, TargetEnv, TargetError, translate_pieces,
@@ -467,6 +469,14 @@ impl ScenarioTarget for ZpciTarget {
                 }
             })
         })
+    }
+
+    fn memory_event(&mut self, event: MemoryEvent) -> Result<(), TargetError> {
+        self.zpci.memory_event(event).map(|_| ()).map_err(model_error)
+    }
+
+    fn dma_mappings(&mut self, range: AddrRange) -> Result<Vec<DmaMapping>, TargetError> {
+        Ok(self.zpci.dma_mappings(range))
     }
 
     fn attach_host(&mut self, dev: u32, host: SharedSimHost) -> Result<(), TargetError> {
