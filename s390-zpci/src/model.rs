@@ -11,8 +11,8 @@ use viommu_shared::dma::{
 };
 use viommu_shared::host::HostDma;
 use viommu_shared::iotlb::IotlbRegistry;
-use viommu_shared::regs::MsiSink;
 use viommu_shared::memory::{DmaMapping, GuestMemoryState, MemoryEvent, MemoryEvents};
+use viommu_shared::regs::MsiSink;
 use viommu_shared::shadow::{ShadowMapping, SyncReport};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 

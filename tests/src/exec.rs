@@ -128,6 +128,38 @@ impl Runner {
         }
     }
 
+    /// The mappings the simulated host of device `dev` holds, in IOVA order (`None` without
+    /// a host), for property tests that drive a runner step by step.
+    pub fn host_mappings(&self, dev: u32) -> Option<Vec<viommu_shared::host::HostMapping>> {
+        self.hosts.get(&dev).map(|h| h.sim.with(|s| s.mappings()))
+    }
+
+    /// How many calls the simulated host of device `dev` has received so far.
+    pub fn host_call_count(&self, dev: u32) -> Option<usize> {
+        self.hosts
+            .get(&dev)
+            .map(|h| h.sim.with(|s| s.calls().len()))
+    }
+
+    /// Host DMA mappings of every passthrough device that reach guest-physical `range`, as
+    /// the model answers the VMM's query.
+    pub fn dma_mappings(
+        &mut self,
+        range: AddrRange,
+    ) -> Result<Vec<viommu_shared::memory::DmaMapping>, String> {
+        self.target()?
+            .dma_mappings(range)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Detaches the host of device `dev` through the model; returns how many mappings the
+    /// host still holds afterwards (0 unless something leaked).
+    pub fn detach_host(&mut self, dev: u32) -> Result<usize, String> {
+        self.target()?.detach_host(dev).map_err(|e| e.to_string())?;
+        let host = self.hosts.remove(&dev).ok_or("no such host")?;
+        Ok(host.sim.with(|s| s.mapping_count()))
+    }
+
     /// Runs `stmts`, stopping at the first failure.
     pub fn run(&mut self, stmts: &[Stmt]) -> Result<(), Failure> {
         for s in stmts {
@@ -458,7 +490,9 @@ impl Runner {
                         self.hosts.remove(&d);
                     }
                     (Ok(()), Some(k)) => {
-                        return Err(format!("attach host to {d:#x}: expected error {k}, got success"));
+                        return Err(format!(
+                            "attach host to {d:#x}: expected error {k}, got success"
+                        ));
                     }
                     (Err(e), _) => return Err(format!("attach host to {d:#x}: {e}")),
                 }

@@ -34,11 +34,11 @@
 //! - `host dev=D` attaches a `SharedSimHost` with `Vtd::attach_host` (the model needs
 //!   `cm=1` for that).
 
-use viommu_shared::AddrRange;
-use viommu_shared::memory::{DmaMapping, MemoryEvent, MemoryEvents};
 use crate::expr::{Vars, eval};
 use crate::target::{DmaReq, ScenarioTarget, TargetEnv, TargetError, translate_pieces};
+use viommu_shared::AddrRange;
 use viommu_shared::host::SharedSimHost;
+use viommu_shared::memory::{DmaMapping, MemoryEvent, MemoryEvents};
 use viommu_vtd::{AddressWidth, Config, LargePages, Vtd, VtdError, VtdStats};
 
 /// The VT-d adapter. See the module documentation.
@@ -177,8 +177,15 @@ impl ScenarioTarget for VtdTarget {
         })
     }
 
+    fn detach_host(&mut self, dev: u32) -> Result<(), TargetError> {
+        self.vtd.detach_host(dev).map_err(target_error)
+    }
+
     fn memory_event(&mut self, event: MemoryEvent) -> Result<(), TargetError> {
-        self.vtd.memory_event(event).map(|_| ()).map_err(target_error)
+        self.vtd
+            .memory_event(event)
+            .map(|_| ())
+            .map_err(target_error)
     }
 
     fn dma_mappings(&mut self, range: AddrRange) -> Result<Vec<DmaMapping>, TargetError> {

@@ -14,11 +14,11 @@ use crate::tables::{RootMode, RootPointer};
 use crate::unit::{HANDLERS, Unit};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use viommu_shared::AddrRange;
 use viommu_shared::dma::{DeviceIommu, DmaFault, DmaRequest, DmaTranslate, DmaTranslation};
 use viommu_shared::iotlb::IotlbRegistry;
-use viommu_shared::regs::{MmioHandler, MsiSink, RegisterBank, RegisterFile, check_access};
-use viommu_shared::AddrRange;
 use viommu_shared::memory::{DmaMapping, MemoryEvent, MemoryEvents};
+use viommu_shared::regs::{MmioHandler, MsiSink, RegisterBank, RegisterFile, check_access};
 use viommu_shared::shadow::{ShadowMapping, SyncReport};
 use vm_memory::GuestMemoryMmap;
 

@@ -8,8 +8,8 @@ use crate::stats::VtdStats;
 use std::collections::BTreeMap;
 use viommu_shared::AddrRange;
 use viommu_shared::host::HostDma;
-use viommu_shared::pt::WalkLimits;
 use viommu_shared::memory::{DmaMapping, GuestMemoryState, MemoryEvent};
+use viommu_shared::pt::WalkLimits;
 use viommu_shared::shadow::{ShadowEngine, ShadowError, ShadowMapping, SyncReport};
 use vm_memory::GuestMemoryMmap;
 
