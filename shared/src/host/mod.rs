@@ -1,15 +1,18 @@
 //! Host DMA backends: where shadowed guest mappings end up.
 //!
 //! One trait, [`HostDma`], with a typed error, [`HostError`], that keeps the kernel's errno
-//! meaning. Implementations: [`SimHost`] (in-process, behaves like the measured kernel) and
-//! [`VfioContainerBackend`] (a real `/dev/vfio/vfio` type1 container).
+//! meaning. Implementations: [`SimHost`] (in-process, behaves like the measured kernel),
+//! [`VfioContainerBackend`] (a real `/dev/vfio/vfio` type1 container) and [`IommufdBackend`]
+//! (an IOAS of a real `/dev/iommu`).
 
 pub mod error;
+pub mod iommufd;
 pub mod shared;
 pub mod sim;
 pub mod vfio;
 
 pub use error::HostError;
+pub use iommufd::{IoasOps, IommufdBackend, KernelIoas};
 pub use shared::{SharedHost, SharedSimHost};
 pub use sim::{HostCall, HostFlavour, HostMapping, SimHost, SimHostConfig};
 pub use vfio::VfioContainerBackend;
