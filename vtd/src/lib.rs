@@ -19,6 +19,9 @@
 //! - Emulated devices: [`Vtd::device_iommu`] for `vm_memory::iommu::IommuMemory`, or the
 //!   [`DmaTranslate`](viommu_shared::dma::DmaTranslate) implementation directly.
 //! - Passthrough devices: [`Vtd::attach_host`] / [`Vtd::detach_host`];
+//! - Memory events from the VMM (balloon, virtio-mem, confidential-VM conversions) through
+//!   [`MemoryEvents`](viommu_shared::memory::MemoryEvents), and the balloon's query of which
+//!   devices have a guest-physical range DMA-mapped (see [`viommu_shared::memory`]);
 //!   [`Vtd::set_alias`] for devices behind PCIe-to-PCI bridges.
 //! - Introspection: [`Vtd::fault_records`], [`Vtd::stats`], [`Vtd::host_mappings`],
 //!   [`Vtd::shadow_space`], [`Vtd::device_space`]; migration: [`Vtd::save`] /
