@@ -253,3 +253,69 @@ fn leaf_switch_between_2m_and_4k_makes_no_host_call() {
     assert!(eng.host().calls().is_empty());
     assert_eq!(host_set(eng.host()), mapped);
 }
+
+#[test]
+fn clearing_the_page_granular_hint_coalesces_again() {
+    let ram = [AddrRange::new(0, 0x40_0000)];
+    let view = IdentityView::new(&ram);
+    let mut eng = engine(HostFlavour::Iommufd);
+    eng.reclaim(&view).unwrap();
+    let coalesced = host_set(eng.host());
+    assert_eq!(coalesced.len(), 0x40_0000 / MAX_RUN as usize);
+    let r = eng
+        .set_page_granular(&view, AddrRange::new(0x1_0000, 0x3_0000))
+        .unwrap();
+    // Two 64 KiB mappings become 32 pages.
+    assert_eq!((r.unmap_calls, r.map_calls), (2, 32));
+    assert_eq!(
+        eng.page_granular_gpa(),
+        &[AddrRange::new(0x1_0000, 0x3_0000)]
+    );
+    let r = eng
+        .clear_page_granular(&view, AddrRange::new(0, 0x40_0000))
+        .unwrap();
+    assert_eq!((r.unmap_calls, r.map_calls), (32, 2));
+    assert!(eng.page_granular_gpa().is_empty());
+    assert_eq!(host_set(eng.host()), coalesced);
+}
+
+#[test]
+fn a_full_host_never_keeps_a_mapping_into_discarded_memory() {
+    let ram = [AddrRange::new(0, 0x60_0000)];
+    let view = IdentityView::new(&ram);
+    let host = SimHost::new(SimHostConfig::vtd());
+    let mut eng = ShadowEngine::new(host, ShadowConfig::default());
+    eng.reclaim(&view).unwrap();
+    assert_eq!(eng.host().mapping_count(), 3);
+    // No free entry: each split can re-map only one of its two survivors.
+    eng.host_mut().set_remaining(0);
+    let holes = [
+        AddrRange::from_len(0x10_0000, PAGE),
+        AddrRange::from_len(0x30_0000, PAGE),
+        AddrRange::from_len(0x50_0000, PAGE),
+    ];
+    let r = eng.discard_gpa_ranges(&view, &holes);
+    match r {
+        Err(viommu_shared::shadow::ShadowError::OutOfResources { not_mapped, report }) => {
+            assert_eq!(not_mapped.len(), 3, "one survivor per split is missing");
+            assert_eq!(report.unmap_calls, 3);
+        }
+        other => panic!("expected out of resources, got {other:?}"),
+    }
+    // Every mapping into discarded memory is gone, and the record still equals the host.
+    for h in holes {
+        assert!(!eng.is_gpa_mapped(h));
+        assert!(
+            eng.host()
+                .mappings()
+                .iter()
+                .all(|m| !AddrRange::from_len(m.gpa, m.size).overlaps(&h))
+        );
+    }
+    assert_eq!(eng.record().len(), eng.host().mapping_count());
+    // With entries back, restoring maps everything again.
+    eng.host_mut().set_remaining(100);
+    eng.restore_gpa_ranges(&view, &holes).unwrap();
+    eng.reclaim(&view).unwrap();
+    assert_eq!(eng.host().mapping_count(), 3);
+}

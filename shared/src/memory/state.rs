@@ -2,7 +2,7 @@
 
 use crate::addr::AddrRange;
 use crate::host::HostDma;
-use crate::shadow::{EmptyView, GuestView, ShadowEngine, ShadowError, SyncReport, plan};
+use crate::shadow::{EmptyView, GuestView, ShadowEngine, ShadowError, SyncBatch, SyncReport, plan};
 
 /// One memory event from the VMM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -158,23 +158,25 @@ impl GuestMemoryState {
 
     /// Applies `change` to `engine`, whose guest view is `view`: unmaps the translations
     /// into newly unusable memory first, then re-lays page-granular memory, then maps the
-    /// translations into memory usable again. Stops at the first host failure.
+    /// translations into memory usable again. A host failure does not stop the rest (no
+    /// mapping into unusable memory may stay because another failed); the first (worst) one
+    /// is returned with the summed report.
     pub fn apply_to_engine<H: HostDma>(
         engine: &mut ShadowEngine<H>,
         view: &dyn GuestView,
         change: &StateChange,
     ) -> Result<SyncReport, ShadowError> {
-        let mut report = SyncReport::default();
+        let mut batch = SyncBatch::default();
         if !change.unusable.is_empty() {
-            report.absorb(engine.discard_gpa_ranges(view, &change.unusable)?);
+            batch.add(engine.discard_gpa_ranges(view, &change.unusable));
         }
         for r in &change.page_granular {
-            report.absorb(engine.set_page_granular(view, *r)?);
+            batch.add(engine.set_page_granular(view, *r));
         }
         if !change.usable.is_empty() {
-            report.absorb(engine.restore_gpa_ranges(view, &change.usable)?);
+            batch.add(engine.restore_gpa_ranges(view, &change.usable));
         }
-        Ok(report)
+        batch.finish()
     }
 }
 

@@ -1,7 +1,7 @@
 //! [`ShadowEngine`]: one per host address space.
 
 use super::config::ShadowConfig;
-use super::error::{ShadowError, SyncReport};
+use super::error::{ShadowError, SyncBatch, SyncReport};
 use super::plan::{self, HOST_PAGE, Layout};
 use super::record::{Record, ShadowMapping};
 use super::view::GuestView;
@@ -319,14 +319,15 @@ impl<H: HostDma> ShadowEngine<H> {
         view: &dyn GuestView,
         range: AddrRange,
     ) -> Result<SyncReport, ShadowError> {
-        let mut report = SyncReport::default();
+        let mut batch = SyncBatch::default();
         for m in self.record.overlapping_gpa(range) {
-            // An earlier resync in this loop may already have replaced it.
+            // An earlier resync in this loop may already have replaced it. A failure does
+            // not stop the loop: every mapping into `range` must be re-synced.
             if self.record.starting_at(m.iova) == Some(m) {
-                report.absorb(self.sync(view, m.iova_range())?);
+                batch.add(self.sync(view, m.iova_range()));
             }
         }
-        Ok(report)
+        batch.finish()
     }
 
     /// Replaces what the record of withheld translations says about window `w` with
@@ -401,11 +402,11 @@ impl<H: HostDma> ShadowEngine<H> {
         self.discarded.extend_from_slice(ranges);
         plan::normalize(&mut self.discarded);
         self.rebuild_excluded();
-        let mut report = SyncReport::default();
+        let mut batch = SyncBatch::default();
         for r in ranges {
-            report.absorb(self.resync_gpa(view, *r)?);
+            batch.add(self.resync_gpa(view, *r));
         }
-        Ok(report)
+        batch.finish()
     }
 
     /// Guest memory `range` is usable again (balloon deflate, virtio-mem plug, conversion to
@@ -434,16 +435,16 @@ impl<H: HostDma> ShadowEngine<H> {
         if self.withheld_lossy {
             return self.reclaim(view);
         }
-        let mut report = SyncReport::default();
+        let mut batch = SyncBatch::default();
         for range in ranges {
             for m in self.withheld.overlapping_gpa(*range) {
                 // An earlier sync in this loop may already have re-planned it.
                 if self.withheld.starting_at(m.iova) == Some(m) {
-                    report.absorb(self.sync(view, self.aligned(m.iova_range()))?);
+                    batch.add(self.sync(view, self.aligned(m.iova_range())));
                 }
             }
         }
-        Ok(report)
+        batch.finish()
     }
 
     /// `r` grown to `max_run` multiples, which are cut points of every layout: syncing such
@@ -498,13 +499,13 @@ impl<H: HostDma> ShadowEngine<H> {
         range: AddrRange,
     ) -> Result<SyncReport, ShadowError> {
         plan::subtract(&mut self.page_granular, range);
-        let mut report = SyncReport::default();
+        let mut batch = SyncBatch::default();
         for m in self.record.overlapping_gpa(range) {
             if self.record.starting_at(m.iova) == Some(m) {
-                report.absorb(self.sync(view, self.aligned(m.iova_range()))?);
+                batch.add(self.sync(view, self.aligned(m.iova_range())));
             }
         }
-        Ok(report)
+        batch.finish()
     }
 
     /// Removes every host mapping this engine created; returns the bytes unmapped. On a

@@ -19,6 +19,6 @@ pub mod view;
 
 pub use config::ShadowConfig;
 pub use engine::ShadowEngine;
-pub use error::{ShadowError, SyncReport};
+pub use error::{ShadowError, SyncBatch, SyncReport};
 pub use record::{Record, ShadowMapping};
 pub use view::{EmptyView, GuestView, IdentityView, MaskedView};
