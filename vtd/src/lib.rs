@@ -47,6 +47,15 @@
 //! vtd.attach_host(0x0010, Box::new(host.clone())).unwrap();
 //! assert_eq!(host.with(|h| h.mappings().iter().map(|m| m.size).sum::<u64>()), 64 << 20);
 //!
+//! // Balloon integration (viommu_shared::memory): ask before inflating, then discard.
+//! use viommu_shared::{AddrRange, memory::MemoryEvents};
+//! let page = AddrRange::from_len(0x10_0000, 4096);
+//! assert!(vtd.is_dma_mapped(page)); // identity: every page of RAM is DMA-mapped
+//! vtd.discard(page).unwrap();
+//! assert!(!vtd.is_dma_mapped(page));
+//! vtd.populate(page).unwrap();
+//! assert_eq!(vtd.dma_mappings(page).len(), 1);
+//!
 //! // Enabling translation with an empty root table blocks it: the host space empties.
 //! vtd.mmio_write(regs::GCMD, 4, regs::GCMD_TE).unwrap();
 //! assert!(host.with(|h| h.mappings().is_empty()));
