@@ -17,8 +17,21 @@
 //!   invalidations (the capability header advertises NpCache so the guest invalidates on
 //!   map as well as unmap);
 //! - IVRS requester-id aliases ([`AmdVi::set_alias`]);
+//! - memory events from the VMM (balloon, virtio-mem, confidential-VM conversions) through
+//!   [`MemoryEvents`](viommu_shared::memory::MemoryEvents): host mappings into discarded or
+//!   private memory are removed and come back on populate / convert-to-shared, and
+//!   `dma_mappings` tells a balloon which pages are DMA-mapped (see [`viommu_shared::memory`]);
 //! - [`fuzz_support`]: bodies and oracles of the `amd_vi` and `walker_amd` fuzz targets (also
 //!   replayed by `cargo test`).
+//!
+//! Cache coherency: AMD-Vi has no snoop-control capability for the guest to trust (nothing
+//! like VT-d's ECAP.SC); a page table entry's FC (force coherent, bit 60) asks the IOMMU to
+//! make a no-snoop request coherent, and the model accepts it without effect on emulated DMA
+//! (emulated DMA is coherent). For passthrough devices the question is whether the host
+//! enforces coherency ([`HostDma::enforces_coherency`](viommu_shared::host::HostDma::enforces_coherency)):
+//! Linux's AMD IOMMU driver sets FC in every host page table entry it writes, so a type1
+//! container on AMD answers `VFIO_DMA_CC_IOMMU`; a VMM that finds a non-coherent host should
+//! keep the guest from relying on no-snoop DMA (e.g. by not assigning such a device).
 //!
 //! Not modelled: interrupt remapping, guest (v2) page tables and PASIDs, PPR log entries,
 //! ATS, the exclusion range (its registers are stored; a VMM that never describes one in the

@@ -13,8 +13,9 @@ use viommu_shared::AddrRange;
 use viommu_shared::dma::{DeviceIommu, DmaFault, DmaRequest, DmaTranslate, DmaTranslation};
 use viommu_shared::host::HostDma;
 use viommu_shared::iotlb::IotlbRegistry;
+use viommu_shared::memory::{DmaMapping, MemoryEvent, MemoryEvents};
 use viommu_shared::regs::{ByteOrder, MmioHandler, Msi, MsiSink, is_access_len};
-use viommu_shared::shadow::{EmptyView, ShadowEngine, ShadowError, ShadowMapping};
+use viommu_shared::shadow::{EmptyView, ShadowEngine, ShadowError, ShadowMapping, SyncReport};
 use vm_device::DeviceMmio;
 use vm_device::bus::{MmioAddress, MmioAddressOffset};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
@@ -156,8 +157,9 @@ impl AmdVi {
         // host mappings planned in memory before the first map call (found by fuzzing).
         for hole in ram_holes(&self.inner.mem) {
             // The record is empty: no host call is made, nothing can fail.
-            let _ = engine.discard_gpa(&EmptyView, hole);
+            let _ = engine.reserve_gpa(&EmptyView, hole);
         }
+        exec.memory.prepare(&mut engine);
         let mut shadow = HostShadow::new(engine, mode);
         let result = self.inner.sync_shadow(device_id, &mut shadow, EVERYTHING);
         exec.shadows.insert(device_id, shadow);
@@ -359,5 +361,21 @@ impl MmioHandler for AmdVi {
     fn mmio_write(&mut self, offset: u64, len: usize, value: u64) {
         // Already recorded in `host_errors` and the counters.
         let _ = AmdVi::mmio_write(self, offset, len, value);
+    }
+}
+
+/// Memory events from the VMM (balloon, virtio-mem, confidential-VM conversions): every
+/// passthrough device's host mappings follow; see [`viommu_shared::memory`].
+impl MemoryEvents for AmdVi {
+    type Error = AmdViError;
+
+    fn memory_event(&self, event: MemoryEvent) -> Result<SyncReport, AmdViError> {
+        let mut exec = lock(&self.inner.exec);
+        let (report, result) = self.inner.memory_event(&mut exec, event);
+        result.map(|()| report)
+    }
+
+    fn dma_mappings(&self, range: AddrRange) -> Vec<DmaMapping> {
+        crate::shared_state::Inner::dma_mappings(&lock(&self.inner.exec), range)
     }
 }

@@ -23,11 +23,12 @@
 
 use crate::dte::DeviceMode;
 use crate::error::AmdViError;
-use crate::shared_state::Inner;
+use crate::shared_state::{Exec, Inner};
 use crate::stats;
 use crate::view::with_view;
 use viommu_shared::AddrRange;
 use viommu_shared::host::HostDma;
+use viommu_shared::memory::{DmaMapping, GuestMemoryState, MemoryEvent};
 use viommu_shared::pt::Run;
 use viommu_shared::shadow::{ShadowEngine, ShadowError, SyncReport};
 
@@ -172,6 +173,71 @@ impl Inner {
         }
         shadow.mode = mode;
         self.sync_shadow(device_id, shadow, EVERYTHING)
+    }
+}
+
+impl Inner {
+    /// Applies a memory event from the VMM to every passthrough device (see
+    /// [`viommu_shared::memory`]): each engine drops the translations into memory that
+    /// became unusable and maps back those into memory usable again. On host exhaustion the
+    /// device gets the usual out-of-resources handling (a full re-sync with reclaim; what
+    /// still does not fit is remembered and retried later). Every device is processed; the
+    /// first error is returned.
+    pub fn memory_event(
+        &self,
+        exec: &mut Exec,
+        event: MemoryEvent,
+    ) -> (SyncReport, Result<(), AmdViError>) {
+        let change = exec.memory.apply(event);
+        let mut total = SyncReport::default();
+        let mut first = FirstError::default();
+        if change.is_empty() {
+            return (total, Ok(()));
+        }
+        let limits = self.config.shadow.walk_limits;
+        for (&device_id, shadow) in exec.shadows.iter_mut() {
+            let engine = &mut shadow.engine;
+            let result = with_view(&shadow.mode, &self.mem, &self.identity, limits, |view| {
+                GuestMemoryState::apply_to_engine(engine, view, &change)
+            });
+            match result {
+                Ok(report) => {
+                    self.count(&report);
+                    total.absorb(report);
+                }
+                Err(ShadowError::OutOfResources { report, .. }) => {
+                    self.count(&report);
+                    total.absorb(*report);
+                    first.keep(self.sync_shadow(device_id, shadow, EVERYTHING));
+                }
+                Err(ShadowError::Unmap { run, error, report }) => {
+                    self.count(&report);
+                    total.absorb(*report);
+                    stats::add(&self.stats.host_unmap_errors, 1);
+                    let e = AmdViError::HostUnmap {
+                        device_id,
+                        run,
+                        error,
+                    };
+                    self.note_host_error(&e);
+                    first.keep(Err(e));
+                }
+            }
+        }
+        (total, first.into_result())
+    }
+
+    /// Host mappings of every passthrough device that reach guest-physical `range`.
+    pub fn dma_mappings(exec: &Exec, range: AddrRange) -> Vec<DmaMapping> {
+        exec.shadows
+            .iter()
+            .flat_map(|(&id, s)| {
+                s.engine
+                    .mappings_for_gpa(range)
+                    .into_iter()
+                    .map(move |m| DmaMapping::new(u32::from(id), m))
+            })
+            .collect()
     }
 }
 

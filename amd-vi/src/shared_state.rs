@@ -45,6 +45,8 @@ pub struct Snapshot {
 pub struct Exec {
     /// Shadow engine and current mode per attached device.
     pub shadows: BTreeMap<u16, HostShadow>,
+    /// Discarded / private guest memory, which no shadow maps (VMM memory events).
+    pub memory: viommu_shared::memory::GuestMemoryState,
 }
 
 /// Everything the model shares between vCPU (MMIO) and device (DMA) threads.

@@ -12,9 +12,10 @@ use std::sync::Mutex;
 use viommu_shared::addr::{PAGE_SIZE_4K, align_down, align_up};
 use viommu_shared::dma::{DmaFault, DmaFaultKind, DmaTranslation};
 use viommu_shared::iotlb::IotlbRegistry;
+use viommu_shared::memory::{GuestMemoryState, StateChange};
 use viommu_shared::pt::{Run, WalkFault, WalkLimits, Walker};
 use viommu_shared::regs::MsiSink;
-use viommu_shared::shadow::{IdentityView, ShadowError, SyncReport};
+use viommu_shared::shadow::{GuestView, IdentityView, ShadowError, SyncReport};
 use viommu_shared::{AddrRange, Perm};
 use vm_memory::GuestMemoryMmap;
 
@@ -354,19 +355,7 @@ impl Function {
             Some(ioat) => {
                 let engine =
                     host.engine(ioat.mode(), &ctx.config.shadow, ctx.config.relaxed_max_run);
-                let aperture = ioat.aperture();
-                match &ioat.translation {
-                    Translation::Tables { format, root } => {
-                        let walker =
-                            Walker::new(format, ctx.mem, *root).with_limits(ctx.walk_limits());
-                        let view = ApertureView::new(&walker, aperture);
-                        HostAttachment::sync(engine, &view, scope)
-                    }
-                    Translation::Relaxed(relaxed) => {
-                        let view = ApertureView::new(relaxed, aperture);
-                        HostAttachment::sync(engine, &view, scope)
-                    }
-                }
+                with_view(ioat, ctx, |view| HostAttachment::sync(engine, view, scope))
             }
         };
         if scope == SyncScope::All {
@@ -392,6 +381,64 @@ impl Function {
                     note_report(stats, report);
                 }
                 HostSync::UnmapFailed(unmap_error(fid, &e))
+            }
+        }
+    }
+
+    /// A memory event from the VMM (`memory` is the model's state after it, `change` what it
+    /// changed): the host shadow drops translations into memory that became unusable and
+    /// maps back those into memory usable again. Exhaustion leaves a full sync pending for
+    /// the next RPCIT (whose CC 1 status 16 tells the guest) and is reported; an unmap
+    /// refusal puts the function into the error state.
+    pub fn memory_event(
+        &mut self,
+        ctx: &Ctx<'_>,
+        memory: &GuestMemoryState,
+        change: &StateChange,
+    ) -> (SyncReport, Option<ModelError>) {
+        let fid = self.fid();
+        let Function {
+            host,
+            ioat,
+            state,
+            stats,
+            ..
+        } = self;
+        let Some(host) = host else {
+            return (SyncReport::default(), None);
+        };
+        host.memory = memory.clone();
+        let live = ioat.as_ref().filter(|_| state.dma_allowed());
+        let Some(ioat) = live else {
+            // Nothing is mapped; the next engine starts from `host.memory`.
+            return (SyncReport::default(), None);
+        };
+        let Some(engine) = host.current_engine(ioat.mode()) else {
+            return (SyncReport::default(), None);
+        };
+        let result = with_view(ioat, ctx, |view| {
+            GuestMemoryState::apply_to_engine(engine, view, change)
+        });
+        match result {
+            Ok(report) => {
+                note_report(stats, &report);
+                (report, None)
+            }
+            Err(ShadowError::OutOfResources { report, not_mapped }) => {
+                note_report(stats, &report);
+                self.full_sync_pending = true;
+                (*report, Some(out_of_resources(fid, &not_mapped)))
+            }
+            Err(e) => {
+                let report = match &e {
+                    ShadowError::Unmap { report, .. } => {
+                        note_report(stats, report);
+                        (**report).clone()
+                    }
+                    ShadowError::OutOfResources { .. } => SyncReport::default(),
+                };
+                self.enter_error(ctx, Pec::SYSTEM_ERROR, 0);
+                (report, Some(unmap_error(fid, &e)))
             }
         }
     }
@@ -789,6 +836,19 @@ fn note_report(stats: &mut FunctionStats, report: &SyncReport) {
     stats.host_map_calls += report.map_calls;
     stats.host_unmap_calls += report.unmap_calls;
     stats.host_refused_runs += (report.refused.len() + report.unmappable.len()) as u64;
+}
+
+/// Runs `f` with the guest view of the registered address space `ioat`, clipped to its
+/// aperture.
+fn with_view<R>(ioat: &Ioat, ctx: &Ctx<'_>, f: impl FnOnce(&dyn GuestView) -> R) -> R {
+    let aperture = ioat.aperture();
+    match &ioat.translation {
+        Translation::Tables { format, root } => {
+            let walker = Walker::new(format, ctx.mem, *root).with_limits(ctx.walk_limits());
+            f(&ApertureView::new(&walker, aperture))
+        }
+        Translation::Relaxed(relaxed) => f(&ApertureView::new(relaxed, aperture)),
+    }
 }
 
 fn out_of_resources(fid: Fid, not_mapped: &[Run]) -> ModelError {

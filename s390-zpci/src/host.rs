@@ -2,7 +2,10 @@
 
 use viommu_shared::AddrRange;
 use viommu_shared::host::{HostDma, HostError, SharedHost};
-use viommu_shared::shadow::{GuestView, ShadowConfig, ShadowEngine, ShadowError, SyncReport};
+use viommu_shared::memory::GuestMemoryState;
+use viommu_shared::shadow::{
+    GuestView, ShadowConfig, ShadowEngine, ShadowError, ShadowMapping, SyncReport,
+};
 
 /// The VMM's host backend, shared so that a new shadow engine can be built over it when the
 /// guest switches between table translation and relaxed translation (different mapping
@@ -37,11 +40,13 @@ pub(crate) struct HostAttachment {
     pub ranges: Vec<AddrRange>,
     /// Free entries at attach time (type1's DMA_AVAIL), `None` when unlimited.
     pub budget_at_attach: Option<u32>,
+    /// Discarded / private guest memory (VMM memory events): every engine starts from it.
+    pub memory: GuestMemoryState,
 }
 
 impl HostAttachment {
-    /// Wraps `host` (which should hold no mappings).
-    pub fn new(host: Box<dyn HostDma + Send>) -> Self {
+    /// Wraps `host` (which should hold no mappings); engines start from `memory`.
+    pub fn new(host: Box<dyn HostDma + Send>, memory: GuestMemoryState) -> Self {
         let handle = HostHandle::from_host(host);
         let ranges = handle.iova_ranges();
         let budget_at_attach = handle.remaining_entries();
@@ -50,7 +55,24 @@ impl HostAttachment {
             engine: None,
             ranges,
             budget_at_attach,
+            memory,
         }
+    }
+
+    /// The current engine, if it lays out `mode`.
+    pub fn current_engine(&mut self, mode: EngineMode) -> Option<&mut ShadowEngine<HostHandle>> {
+        match &mut self.engine {
+            Some((m, e)) if *m == mode => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Host mappings of the current engine whose guest-physical range overlaps `range`.
+    pub fn mappings_for_gpa(&self, range: AddrRange) -> Vec<ShadowMapping> {
+        self.engine
+            .as_ref()
+            .map(|(_, e)| e.mappings_for_gpa(range))
+            .unwrap_or_default()
     }
 
     /// Free host entries now, read from the host itself.
@@ -89,12 +111,15 @@ impl HostAttachment {
             self.engine = None;
         }
         let handle = &self.handle;
+        let memory = &self.memory;
         let (_, engine) = self.engine.get_or_insert_with(|| {
             let cfg = match mode {
                 EngineMode::Tables => config.clone(),
                 EngineMode::Relaxed => config.clone().with_max_run(relaxed_max_run),
             };
-            (mode, ShadowEngine::new(handle.clone(), cfg))
+            let mut engine = ShadowEngine::new(handle.clone(), cfg);
+            memory.prepare(&mut engine);
+            (mode, engine)
         });
         engine
     }

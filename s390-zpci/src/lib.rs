@@ -19,6 +19,14 @@
 //!   [`HostDma`](viommu_shared::host::HostDma) backend; the guest's I/O address space is
 //!   then shadowed into it with the shared [`ShadowEngine`](viommu_shared::shadow::ShadowEngine)
 //!   (coalesced host mappings). [`Zpci::detach_host`] removes every host mapping.
+//! - Memory events from the VMM (balloon, virtio-mem, conversions) go through
+//!   [`MemoryEvents`](viommu_shared::memory::MemoryEvents): each function's host shadow drops
+//!   the mappings into discarded or private memory (relaxed translation maps all RAM, so this
+//!   is where it matters most) and restores them on populate / convert-to-shared; see
+//!   [`viommu_shared::memory`] for the recommended balloon integration. Cache coherency is not
+//!   a zPCI question: s390 PCI DMA is always coherent with the CPUs' caches (the architecture
+//!   has no no-snoop attribute and no snoop-control capability to advertise), so nothing is
+//!   asked of the host here.
 //! - Emulated devices DMA through [`Zpci::device_iommu`] (`vm_memory::iommu::Iommu`); the
 //!   model implements [`DmaTranslate`](viommu_shared::dma::DmaTranslate).
 //! - [`fuzz_support`]: bodies and oracles of the `zpci` and `walker_s390` fuzz targets (also

@@ -11,8 +11,9 @@ use viommu_shared::dma::{
 };
 use viommu_shared::host::HostDma;
 use viommu_shared::iotlb::IotlbRegistry;
+use viommu_shared::memory::{DmaMapping, GuestMemoryState, MemoryEvent, MemoryEvents};
 use viommu_shared::regs::MsiSink;
-use viommu_shared::shadow::ShadowMapping;
+use viommu_shared::shadow::{ShadowMapping, SyncReport};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::backend::PciFunctionBackend;
@@ -62,6 +63,9 @@ pub(crate) struct Core {
     pub events: Mutex<EventQueue>,
     /// Hosts attached per function group (for the refresh bit).
     pub hosted: Mutex<BTreeMap<u8, usize>>,
+    /// Discarded / private guest memory (VMM memory events). Lock order: this, then a
+    /// function.
+    pub memory: Mutex<GuestMemoryState>,
 }
 
 impl fmt::Debug for Core {
@@ -195,6 +199,7 @@ impl Zpci {
                 table: RwLock::new(FunctionTable::default()),
                 events: Mutex::new(EventQueue::default()),
                 hosted: Mutex::new(BTreeMap::new()),
+                memory: Mutex::new(GuestMemoryState::new()),
             }),
         }
     }
@@ -290,12 +295,19 @@ impl Zpci {
     /// advertised range depends on the host's usable range and budget at attach time.
     pub fn attach_host(&self, fid: Fid, host: Box<dyn HostDma + Send>) -> Result<(), ModelError> {
         let f = self.core.by_fid(fid)?;
+        // Held across the attach so that no memory event slips between the copy and the
+        // first sync.
+        let memory = self
+            .core
+            .memory
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let mut f = lock(&f);
         if f.host.is_some() {
             return Err(ModelError::HostAlreadyAttached(fid));
         }
         self.core.note_host(f.cfg.pfgid, true);
-        f.attach_host(&self.core.ctx(), HostAttachment::new(host))
+        f.attach_host(&self.core.ctx(), HostAttachment::new(host, memory.clone()))
     }
 
     /// Removes every host mapping of the function and its host backend.
@@ -431,5 +443,51 @@ impl DmaTranslate for Zpci {
     /// translation puts the function into the error state with its event (A.11).
     fn translate(&self, req: &DmaRequest) -> Result<DmaTranslation, DmaFault> {
         self.core.translate(req)
+    }
+}
+
+/// Memory events from the VMM (balloon, virtio-mem, confidential-VM conversions): every
+/// function's host shadow follows; see [`viommu_shared::memory`]. Device ids in
+/// [`DmaMapping`] are function ids.
+impl MemoryEvents for Zpci {
+    type Error = ModelError;
+
+    fn memory_event(&self, event: MemoryEvent) -> Result<SyncReport, ModelError> {
+        let mut memory = self
+            .core
+            .memory
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let change = memory.apply(event);
+        let mut total = SyncReport::default();
+        let mut first = None;
+        if change.is_empty() {
+            return Ok(total);
+        }
+        let ctx = self.core.ctx();
+        for (_, f) in self.core.functions_from(0) {
+            let (report, error) = lock(&f).memory_event(&ctx, &memory, &change);
+            total.absorb(report);
+            if first.is_none() {
+                first = error;
+            }
+        }
+        first.map_or(Ok(total), Err)
+    }
+
+    fn dma_mappings(&self, range: AddrRange) -> Vec<DmaMapping> {
+        let mut out = Vec::new();
+        for (_, f) in self.core.functions_from(0) {
+            let f = lock(&f);
+            let fid = f.fid().0;
+            if let Some(host) = &f.host {
+                out.extend(
+                    host.mappings_for_gpa(range)
+                        .into_iter()
+                        .map(|m| DmaMapping::new(fid, m)),
+                );
+            }
+        }
+        out
     }
 }

@@ -5,6 +5,8 @@
 //!   share.
 //! - [`host`]: the [`HostDma`](host::HostDma) trait and its backends (simulated kernel, VFIO).
 //! - [`shadow`]: the shadow engine that keeps a host address space equal to the guest's view.
+//! - [`memory`]: memory events from the VMM (discard, populate, shared/private conversion) and
+//!   the query "which devices have this guest memory mapped for DMA" (balloon integration).
 //! - [`iotlb`], [`dma`]: translation cache and emulated-device DMA through `vm_memory::iommu`.
 //! - [`irq`]: the interrupt-remapping API (remap an MSI, route-table updates on invalidation).
 //! - [`regs`]: register files as data, MSI sinks, and the `vm-device` MMIO adapter.
@@ -18,6 +20,7 @@ pub mod fuzz_support;
 pub mod host;
 pub mod iotlb;
 pub mod irq;
+pub mod memory;
 pub mod perm;
 pub mod pt;
 pub mod regs;

@@ -28,7 +28,9 @@
 use crate::expr::{Vars, eval};
 use crate::target::{DmaReq, ScenarioTarget, TargetEnv, TargetError, translate_pieces};
 use viommu_amd_vi::{AmdVi, AmdViError, Config, EventCode};
+use viommu_shared::AddrRange;
 use viommu_shared::host::SharedSimHost;
+use viommu_shared::memory::{DmaMapping, MemoryEvent, MemoryEvents};
 use viommu_shared::regs::Msi;
 
 /// The AMD-Vi model as a scenario target.
@@ -167,6 +169,27 @@ impl ScenarioTarget for AmdViTarget {
                 last.map_or("no-event", |r| event_name(r.event.code)).into()
             })
         })
+    }
+
+    fn detach_host(&mut self, dev: u32) -> Result<(), TargetError> {
+        let id = u16::try_from(dev).map_err(|_| {
+            TargetError::new(
+                "bad-device",
+                format!("device {dev:#x} is not a 16-bit DeviceID"),
+            )
+        })?;
+        self.model.detach_host(id).map_err(target_error)
+    }
+
+    fn memory_event(&mut self, event: MemoryEvent) -> Result<(), TargetError> {
+        self.model
+            .memory_event(event)
+            .map(|_| ())
+            .map_err(target_error)
+    }
+
+    fn dma_mappings(&mut self, range: AddrRange) -> Result<Vec<DmaMapping>, TargetError> {
+        Ok(self.model.dma_mappings(range))
     }
 
     fn attach_host(&mut self, dev: u32, host: SharedSimHost) -> Result<(), TargetError> {

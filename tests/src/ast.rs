@@ -15,6 +15,21 @@ pub enum DevRef {
     Expr(Expr),
 }
 
+/// The memory event of a [`Op::MemoryEvent`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemoryEventKind {
+    /// `discard`: balloon inflate / virtio-mem unplug.
+    Discard,
+    /// `populate`: balloon deflate / virtio-mem plug.
+    Populate,
+    /// `convert private`.
+    ToPrivate,
+    /// `convert shared`.
+    ToShared,
+    /// `expect-conversions`: page-granular layout from now on.
+    ExpectConversions,
+}
+
 /// One expected host call in `expect-host-calls`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CallSpec {
@@ -204,6 +219,28 @@ pub enum Op {
     },
     /// `expect-no-msi`
     ExpectNoMsi,
+    /// `discard|populate START SIZE`, `convert private|shared START SIZE`,
+    /// `expect-conversions START SIZE`: a memory event from the VMM.
+    MemoryEvent {
+        /// Which event.
+        kind: MemoryEventKind,
+        /// First guest-physical address.
+        start: Expr,
+        /// Bytes.
+        size: Expr,
+        /// `expect-error=KIND`: the model must fail the event with this error.
+        expect_error: Option<String>,
+    },
+    /// `expect-dma-mapped START SIZE N`: exactly N host mappings (all devices) reach the
+    /// guest-physical range.
+    ExpectDmaMapped {
+        /// First guest-physical address.
+        start: Expr,
+        /// Bytes.
+        size: Expr,
+        /// Host mappings.
+        count: Expr,
+    },
     /// `checkpoint NAME`
     Checkpoint {
         /// Name (for messages).

@@ -1,11 +1,12 @@
 //! Executes parsed scenarios against a model.
 
-use crate::ast::{CallSpec, DevRef, DmaExpect, Expr, Op, Stmt};
+use crate::ast::{CallSpec, DevRef, DmaExpect, Expr, MemoryEventKind, Op, Stmt};
 use crate::expr::{Vars, eval};
 use crate::target::{DmaReq, ScenarioTarget, TargetEnv, make_target};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use viommu_shared::host::{HostCall, HostError, HostFlavour, SharedSimHost, SimHostConfig};
+use viommu_shared::memory::MemoryEvent;
 use viommu_shared::regs::{Msi, RecordingMsiSink};
 use viommu_shared::{AddrRange, GuestAddress, Perm};
 use vm_memory::{Bytes, GuestMemoryMmap};
@@ -125,6 +126,38 @@ impl Runner {
             vars: HashMap::new(),
             iterations: 0,
         }
+    }
+
+    /// The mappings the simulated host of device `dev` holds, in IOVA order (`None` without
+    /// a host), for property tests that drive a runner step by step.
+    pub fn host_mappings(&self, dev: u32) -> Option<Vec<viommu_shared::host::HostMapping>> {
+        self.hosts.get(&dev).map(|h| h.sim.with(|s| s.mappings()))
+    }
+
+    /// How many calls the simulated host of device `dev` has received so far.
+    pub fn host_call_count(&self, dev: u32) -> Option<usize> {
+        self.hosts
+            .get(&dev)
+            .map(|h| h.sim.with(|s| s.calls().len()))
+    }
+
+    /// Host DMA mappings of every passthrough device that reach guest-physical `range`, as
+    /// the model answers the VMM's query.
+    pub fn dma_mappings(
+        &mut self,
+        range: AddrRange,
+    ) -> Result<Vec<viommu_shared::memory::DmaMapping>, String> {
+        self.target()?
+            .dma_mappings(range)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Detaches the host of device `dev` through the model; returns how many mappings the
+    /// host still holds afterwards (0 unless something leaked).
+    pub fn detach_host(&mut self, dev: u32) -> Result<usize, String> {
+        self.target()?.detach_host(dev).map_err(|e| e.to_string())?;
+        let host = self.hosts.remove(&dev).ok_or("no such host")?;
+        Ok(host.sim.with(|s| s.mapping_count()))
     }
 
     /// Runs `stmts`, stopping at the first failure.
@@ -431,7 +464,16 @@ impl Runner {
             }
             Op::Host { dev, opts } => {
                 let d = self.dev(dev)?;
-                let cfg = self.host_config(opts)?;
+                let expect_error = opts
+                    .iter()
+                    .find(|(k, _)| k == "expect-error")
+                    .map(|(_, v)| v.clone());
+                let opts: Vec<(String, String)> = opts
+                    .iter()
+                    .filter(|(k, _)| k != "expect-error")
+                    .cloned()
+                    .collect();
+                let cfg = self.host_config(&opts)?;
                 let sim = SharedSimHost::new(cfg);
                 self.hosts.insert(
                     d,
@@ -442,7 +484,18 @@ impl Runner {
                 );
                 let r = self.target()?.attach_host(d, sim);
                 self.collect_msis();
-                r.map_err(|e| format!("attach host to {d:#x}: {e}"))?;
+                match (r, expect_error) {
+                    (Ok(()), None) => {}
+                    (Err(e), Some(k)) if e.kind == k => {
+                        self.hosts.remove(&d);
+                    }
+                    (Ok(()), Some(k)) => {
+                        return Err(format!(
+                            "attach host to {d:#x}: expected error {k}, got success"
+                        ));
+                    }
+                    (Err(e), _) => return Err(format!("attach host to {d:#x}: {e}")),
+                }
             }
             Op::HostRemaining { dev, value } => {
                 let v = u32::try_from(self.ev(value)?).map_err(|_| "entry count out of range")?;
@@ -547,6 +600,47 @@ impl Runner {
                         m.address,
                         m.data,
                         self.msis.len()
+                    ));
+                }
+            }
+            Op::MemoryEvent {
+                kind,
+                start,
+                size,
+                expect_error,
+            } => {
+                let range = AddrRange::from_len(self.ev(start)?, self.ev(size)?);
+                let event = match kind {
+                    MemoryEventKind::Discard => MemoryEvent::Discard(range),
+                    MemoryEventKind::Populate => MemoryEvent::Populate(range),
+                    MemoryEventKind::ToPrivate => MemoryEvent::ConvertToPrivate(range),
+                    MemoryEventKind::ToShared => MemoryEvent::ConvertToShared(range),
+                    MemoryEventKind::ExpectConversions => MemoryEvent::ExpectConversions(range),
+                };
+                let r = self.target()?.memory_event(event);
+                self.collect_msis();
+                match (r, expect_error) {
+                    (Ok(()), None) => {}
+                    (Err(e), Some(k)) if &e.kind == k => {}
+                    (Ok(()), Some(k)) => {
+                        return Err(format!("{event:?}: expected error {k}, got success"));
+                    }
+                    (Err(e), _) => return Err(format!("{event:?}: got error {e}")),
+                }
+            }
+            Op::ExpectDmaMapped { start, size, count } => {
+                let range = AddrRange::from_len(self.ev(start)?, self.ev(size)?);
+                let want = self.ev(count)?;
+                let got = self
+                    .target()?
+                    .dma_mappings(range)
+                    .map_err(|e| e.to_string())?;
+                if got.len() as u64 != want {
+                    return Err(format!(
+                        "DMA mappings of [{:#x}, {:#x}): expected {want}, got {}: {got:?}",
+                        range.start,
+                        range.end,
+                        got.len()
                     ));
                 }
             }
@@ -658,6 +752,13 @@ impl Runner {
                         "type1v1" => HostFlavour::Type1v1,
                         "iommufd" => HostFlavour::Iommufd,
                         _ => return Err(format!("unknown host flavour '{v}'")),
+                    }
+                }
+                "coherent" => {
+                    cfg.coherent = match v.as_str() {
+                        "0" => false,
+                        "1" => true,
+                        _ => return Err(format!("host coherent takes 0 or 1, got '{v}'")),
                     }
                 }
                 "limit" => {

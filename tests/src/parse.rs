@@ -1,6 +1,6 @@
 //! Parses `.scn` text into statements. Every error names its line.
 
-use crate::ast::{CallSpec, DevRef, DmaExpect, Expr, Op, Stmt};
+use crate::ast::{CallSpec, DevRef, DmaExpect, Expr, MemoryEventKind, Op, Stmt};
 
 /// A syntax error at a line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -361,6 +361,40 @@ impl Parser {
                     return err(line, "'expect-no-msi' takes no argument");
                 }
                 Op::ExpectNoMsi
+            }
+            "discard" | "populate" | "convert" | "expect-conversions" => {
+                let (kind, rest) = match (op, args.first().map(String::as_str)) {
+                    ("discard", _) => (MemoryEventKind::Discard, args),
+                    ("populate", _) => (MemoryEventKind::Populate, args),
+                    ("expect-conversions", _) => (MemoryEventKind::ExpectConversions, args),
+                    ("convert", Some("private")) => (MemoryEventKind::ToPrivate, &args[1..]),
+                    ("convert", Some("shared")) => (MemoryEventKind::ToShared, &args[1..]),
+                    _ => return err(line, "'convert' takes private|shared START SIZE"),
+                };
+                let expect_error = match rest {
+                    [_, _] => None,
+                    [_, _, x] => match kv(x) {
+                        Some(("expect-error", k)) => Some(k.to_string()),
+                        _ => return err(line, format!("unexpected '{x}'")),
+                    },
+                    _ => return err(line, format!("'{op}' takes START SIZE [expect-error=KIND]")),
+                };
+                Op::MemoryEvent {
+                    kind,
+                    start: e(&rest[0]),
+                    size: e(&rest[1]),
+                    expect_error,
+                }
+            }
+            "expect-dma-mapped" => {
+                if args.len() != 3 {
+                    return err(line, "'expect-dma-mapped' takes START SIZE N");
+                }
+                Op::ExpectDmaMapped {
+                    start: e(&args[0]),
+                    size: e(&args[1]),
+                    count: e(&args[2]),
+                }
             }
             "checkpoint" => {
                 want(1)?;

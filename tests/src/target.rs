@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
-use viommu_shared::Perm;
 use viommu_shared::host::SharedSimHost;
+use viommu_shared::memory::{DmaMapping, MemoryEvent};
 use viommu_shared::regs::RecordingMsiSink;
+use viommu_shared::{AddrRange, Perm};
 use vm_memory::GuestMemoryMmap;
 
 /// A model error the scenario can expect (`expect-error=KIND`).
@@ -77,6 +78,21 @@ pub trait ScenarioTarget {
 
     /// Makes `dev` a passthrough device whose address space is shadowed into `host`.
     fn attach_host(&mut self, dev: u32, host: SharedSimHost) -> Result<(), TargetError>;
+
+    /// Stops shadowing `dev`: the model removes every host mapping it made for it.
+    fn detach_host(&mut self, _dev: u32) -> Result<(), TargetError> {
+        Err(TargetError::unsupported("detaching a host"))
+    }
+
+    /// A memory event from the VMM (`viommu_shared::memory::MemoryEvents`).
+    fn memory_event(&mut self, _event: MemoryEvent) -> Result<(), TargetError> {
+        Err(TargetError::unsupported("memory events"))
+    }
+
+    /// Host DMA mappings of every passthrough device that reach guest-physical `range`.
+    fn dma_mappings(&mut self, _range: AddrRange) -> Result<Vec<DmaMapping>, TargetError> {
+        Err(TargetError::unsupported("the DMA-mapping query"))
+    }
 
     /// An intercepted instruction (s390). Models without instructions keep the default.
     fn instruction(

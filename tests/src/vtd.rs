@@ -36,7 +36,9 @@
 
 use crate::expr::{Vars, eval};
 use crate::target::{DmaReq, ScenarioTarget, TargetEnv, TargetError, translate_pieces};
+use viommu_shared::AddrRange;
 use viommu_shared::host::SharedSimHost;
+use viommu_shared::memory::{DmaMapping, MemoryEvent, MemoryEvents};
 use viommu_vtd::{AddressWidth, Config, LargePages, Vtd, VtdError, VtdStats};
 
 /// The VT-d adapter. See the module documentation.
@@ -124,6 +126,7 @@ fn target_error(e: VtdError) -> TargetError {
         VtdError::NotAttached { .. } => "not-attached",
         VtdError::CachingModeOff => "caching-mode-off",
         VtdError::IncompatibleSnapshot => "incompatible-snapshot",
+        VtdError::HostNotCoherent { .. } => "host-not-coherent",
     };
     TargetError::new(kind, e.to_string())
 }
@@ -172,6 +175,21 @@ impl ScenarioTarget for VtdTarget {
                 }
             })
         })
+    }
+
+    fn detach_host(&mut self, dev: u32) -> Result<(), TargetError> {
+        self.vtd.detach_host(dev).map_err(target_error)
+    }
+
+    fn memory_event(&mut self, event: MemoryEvent) -> Result<(), TargetError> {
+        self.vtd
+            .memory_event(event)
+            .map(|_| ())
+            .map_err(target_error)
+    }
+
+    fn dma_mappings(&mut self, range: AddrRange) -> Result<Vec<DmaMapping>, TargetError> {
+        Ok(self.vtd.dma_mappings(range))
     }
 
     fn attach_host(&mut self, dev: u32, host: SharedSimHost) -> Result<(), TargetError> {

@@ -84,7 +84,9 @@ use viommu_s390_zpci::{
     AperturePolicy, Config, Designation, ErrorEvent, ExhaustionPolicy, Fid, FunctionConfig,
     FunctionState, GeneralRegs, InsnResult, ModelError, ProgramCheck, RefreshPolicy, Zpci,
 };
+use viommu_shared::AddrRange;
 use viommu_shared::host::SharedSimHost;
+use viommu_shared::memory::{DmaMapping, MemoryEvent, MemoryEvents};
 use vm_memory::GuestMemoryMmap;
 
 /// Vendor id of every function.
@@ -467,6 +469,21 @@ impl ScenarioTarget for ZpciTarget {
                 }
             })
         })
+    }
+
+    fn detach_host(&mut self, dev: u32) -> Result<(), TargetError> {
+        self.zpci.detach_host(Fid(dev)).map_err(model_error)
+    }
+
+    fn memory_event(&mut self, event: MemoryEvent) -> Result<(), TargetError> {
+        self.zpci
+            .memory_event(event)
+            .map(|_| ())
+            .map_err(model_error)
+    }
+
+    fn dma_mappings(&mut self, range: AddrRange) -> Result<Vec<DmaMapping>, TargetError> {
+        Ok(self.zpci.dma_mappings(range))
     }
 
     fn attach_host(&mut self, dev: u32, host: SharedSimHost) -> Result<(), TargetError> {

@@ -76,7 +76,13 @@ pub struct Config {
     pub scalable_mode: bool,
     /// ECAP.PT: pass-through contexts (TT=10b) and PGTT=100b PASID entries.
     pub pass_through: bool,
-    /// ECAP.SC: snoop control (the SNP bit of second-stage leaves is accepted).
+    /// ECAP.SC: snoop control (the SNP bit of second-stage leaves is accepted). A guest that
+    /// sees it may rely on SNP to make no-snoop DMA coherent, so passthrough devices then need
+    /// a host that enforces coherency: [`Vtd::attach_host`](crate::Vtd::attach_host) refuses
+    /// any other with [`VtdError::HostNotCoherent`](crate::VtdError::HostNotCoherent). Set it
+    /// from [`HostDma::enforces_coherency`](viommu_shared::host::HostDma::enforces_coherency)
+    /// of the hosts the VMM will attach (type1: `VFIO_DMA_CC_IOMMU`; iommufd: the IOMMU's
+    /// hardware info). Default off (QEMU's default too).
     pub snoop_control: bool,
     /// ECAP.DT: device-TLB support (context TT=01b, device-TLB invalidation descriptors).
     pub device_tlb: bool,

@@ -48,6 +48,15 @@ pub enum VtdError {
     /// A snapshot does not fit this unit's configuration (fault record count, queue
     /// geometry); nothing was changed.
     IncompatibleSnapshot,
+    /// The unit advertises snoop control (ECAP.SC, [`Config::snoop_control`](crate::Config))
+    /// but the host backend does not enforce cache coherency
+    /// ([`HostDma::enforces_coherency`](viommu_shared::host::HostDma::enforces_coherency)):
+    /// the guest would believe non-snooped DMA of this device is coherent when it is not, so
+    /// the device is not attached.
+    HostNotCoherent {
+        /// The device.
+        device_id: u32,
+    },
 }
 
 impl fmt::Display for VtdError {
@@ -86,6 +95,10 @@ impl fmt::Display for VtdError {
             VtdError::IncompatibleSnapshot => {
                 write!(f, "snapshot does not match this unit's configuration")
             }
+            VtdError::HostNotCoherent { device_id } => write!(
+                f,
+                "device {device_id:#06x}: ECAP.SC is advertised but the host does not enforce cache coherency"
+            ),
         }
     }
 }

@@ -19,6 +19,9 @@
 //! - Emulated devices: [`Vtd::device_iommu`] for `vm_memory::iommu::IommuMemory`, or the
 //!   [`DmaTranslate`](viommu_shared::dma::DmaTranslate) implementation directly.
 //! - Passthrough devices: [`Vtd::attach_host`] / [`Vtd::detach_host`];
+//! - Memory events from the VMM (balloon, virtio-mem, confidential-VM conversions) through
+//!   [`MemoryEvents`](viommu_shared::memory::MemoryEvents), and the balloon's query of which
+//!   devices have a guest-physical range DMA-mapped (see [`viommu_shared::memory`]);
 //!   [`Vtd::set_alias`] for devices behind PCIe-to-PCI bridges.
 //! - Introspection: [`Vtd::fault_records`], [`Vtd::stats`], [`Vtd::host_mappings`],
 //!   [`Vtd::shadow_space`], [`Vtd::device_space`]; migration: [`Vtd::save`] /
@@ -43,6 +46,15 @@
 //! let host = SharedSimHost::new(SimHostConfig::vtd());
 //! vtd.attach_host(0x0010, Box::new(host.clone())).unwrap();
 //! assert_eq!(host.with(|h| h.mappings().iter().map(|m| m.size).sum::<u64>()), 64 << 20);
+//!
+//! // Balloon integration (viommu_shared::memory): ask before inflating, then discard.
+//! use viommu_shared::{AddrRange, memory::MemoryEvents};
+//! let page = AddrRange::from_len(0x10_0000, 4096);
+//! assert!(vtd.is_dma_mapped(page)); // identity: every page of RAM is DMA-mapped
+//! vtd.discard(page).unwrap();
+//! assert!(!vtd.is_dma_mapped(page));
+//! vtd.populate(page).unwrap();
+//! assert_eq!(vtd.dma_mappings(page).len(), 1);
 //!
 //! // Enabling translation with an empty root table blocks it: the host space empties.
 //! vtd.mmio_write(regs::GCMD, 4, regs::GCMD_TE).unwrap();

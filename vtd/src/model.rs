@@ -14,10 +14,12 @@ use crate::tables::{RootMode, RootPointer};
 use crate::unit::{HANDLERS, Unit};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use viommu_shared::AddrRange;
 use viommu_shared::dma::{DeviceIommu, DmaFault, DmaRequest, DmaTranslate, DmaTranslation};
 use viommu_shared::iotlb::IotlbRegistry;
+use viommu_shared::memory::{DmaMapping, MemoryEvent, MemoryEvents};
 use viommu_shared::regs::{MmioHandler, MsiSink, RegisterBank, RegisterFile, check_access};
-use viommu_shared::shadow::ShadowMapping;
+use viommu_shared::shadow::{ShadowMapping, SyncReport};
 use vm_memory::GuestMemoryMmap;
 
 /// The register bank and the state behind it, under one lock.
@@ -265,18 +267,24 @@ impl Vtd {
     /// off or the context is pass-through; nothing while it is blocked), coalesced.
     ///
     /// The initial sync's host failure is returned, but the device stays attached (later
-    /// invalidations retry). Needs [`Config::caching_mode`].
+    /// invalidations retry). Needs [`Config::caching_mode`], and, when the unit advertises
+    /// snoop control ([`Config::snoop_control`]), a host that enforces cache coherency
+    /// ([`HostDma::enforces_coherency`](viommu_shared::host::HostDma::enforces_coherency)),
+    /// else [`VtdError::HostNotCoherent`].
     pub fn attach_host(&self, device_id: u32, host: HostBackend) -> Result<(), VtdError> {
         let rid = rid16(device_id)?;
         if !self.core.config.caching_mode {
             return Err(VtdError::CachingModeOff);
+        }
+        if self.core.config.snoop_control && !host.enforces_coherency() {
+            return Err(VtdError::HostNotCoherent { device_id });
         }
         let mut inner = self.core.lock();
         let unit = &mut inner.unit;
         if unit.shadows.devices.contains_key(&rid) {
             return Err(VtdError::AlreadyAttached { device_id });
         }
-        let engine = new_engine(host, &unit.config.shadow);
+        let engine = new_engine(host, &unit.config.shadow, &unit.shadows.memory);
         unit.shadows.devices.insert(
             rid,
             ShadowedDevice {
@@ -530,4 +538,26 @@ impl DmaTranslate for Vtd {
 
 fn rid16(device_id: u32) -> Result<u16, VtdError> {
     u16::try_from(device_id).map_err(|_| VtdError::InvalidDeviceId { device_id })
+}
+
+/// Memory events from the VMM (balloon, virtio-mem, confidential-VM conversions): every
+/// passthrough device's host mappings follow; see [`viommu_shared::memory`].
+impl MemoryEvents for Vtd {
+    type Error = VtdError;
+
+    fn memory_event(&self, event: MemoryEvent) -> Result<SyncReport, VtdError> {
+        let mut inner = self.core.lock();
+        let unit = &mut inner.unit;
+        let (report, result) = unit.shadows.memory_event(
+            event,
+            &unit.mem,
+            unit.config.shadow.walk_limits,
+            &mut unit.stats,
+        );
+        result.map(|()| report)
+    }
+
+    fn dma_mappings(&self, range: AddrRange) -> Vec<DmaMapping> {
+        self.core.lock().unit.shadows.dma_mappings(range)
+    }
 }

@@ -8,6 +8,7 @@ use crate::stats::VtdStats;
 use std::collections::BTreeMap;
 use viommu_shared::AddrRange;
 use viommu_shared::host::HostDma;
+use viommu_shared::memory::{DmaMapping, GuestMemoryState, MemoryEvent};
 use viommu_shared::pt::WalkLimits;
 use viommu_shared::shadow::{ShadowEngine, ShadowError, ShadowMapping, SyncReport};
 use vm_memory::GuestMemoryMmap;
@@ -30,10 +31,12 @@ pub(crate) enum Extent {
     All,
 }
 
-/// Every passthrough device of a unit, by requester id.
+/// Every passthrough device of a unit, by requester id, and the guest-memory state they all
+/// follow (discarded and private memory is never mapped).
 #[derive(Default)]
 pub(crate) struct Shadows {
     pub(crate) devices: BTreeMap<u16, ShadowedDevice>,
+    pub(crate) memory: GuestMemoryState,
 }
 
 /// The interrupt address range: never a DMA target, so never mapped on the host.
@@ -131,6 +134,74 @@ impl Shadows {
         }
     }
 
+    /// Applies a memory event from the VMM to every passthrough device (see
+    /// [`viommu_shared::memory`]). A device whose host runs out of entries while mapping
+    /// memory back gets the full out-of-resources handling of [`sync`](Self::sync) (reclaim
+    /// of every space, one retry). Every device is processed; the first error is returned.
+    pub(crate) fn memory_event(
+        &mut self,
+        event: MemoryEvent,
+        mem: &GuestMemoryMmap,
+        limits: WalkLimits,
+        stats: &mut VtdStats,
+    ) -> (SyncReport, Result<(), VtdError>) {
+        let change = self.memory.apply(event);
+        let mut total = SyncReport::default();
+        let mut first = Ok(());
+        if change.is_empty() {
+            return (total, first);
+        }
+        let ids: Vec<u16> = self.devices.keys().copied().collect();
+        for id in ids {
+            let Some(dev) = self.devices.get_mut(&id) else {
+                continue;
+            };
+            let format = format_of(&dev.space);
+            let view = SpaceView::new(&dev.space, &format, mem, limits);
+            let result = GuestMemoryState::apply_to_engine(&mut dev.engine, &view, &change);
+            let r = match result {
+                Ok(report) => {
+                    account(stats, &report);
+                    total.absorb(report);
+                    Ok(())
+                }
+                Err(ShadowError::OutOfResources { report, .. }) => {
+                    // The exclusions are in force; what is missing is re-mapped by a full
+                    // sync with reclaim of the other spaces.
+                    total.absorb(*report);
+                    self.sync(id, mem, limits, Extent::All, stats)
+                }
+                Err(ShadowError::Unmap { run, error, report }) => {
+                    account(stats, &report);
+                    total.absorb(*report);
+                    stats.host_unmap_errors += 1;
+                    Err(VtdError::HostUnmap {
+                        device_id: u32::from(id),
+                        run,
+                        error,
+                    })
+                }
+            };
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        (total, first)
+    }
+
+    /// Host mappings of every device that reach guest-physical `range`.
+    pub(crate) fn dma_mappings(&self, range: AddrRange) -> Vec<DmaMapping> {
+        self.devices
+            .iter()
+            .flat_map(|(&id, d)| {
+                d.engine
+                    .mappings_for_gpa(range)
+                    .into_iter()
+                    .map(move |m| DmaMapping::new(u32::from(id), m))
+            })
+            .collect()
+    }
+
     /// Host mappings of device `id`.
     pub(crate) fn mappings(&self, id: u16) -> Option<Vec<ShadowMapping>> {
         self.devices
@@ -139,13 +210,16 @@ impl Shadows {
     }
 }
 
-/// A new engine over `host` that never maps guest-physical addresses in the interrupt range.
+/// A new engine over `host` that never maps guest-physical addresses in the interrupt range
+/// and starts from the unit's guest-memory state.
 pub(crate) fn new_engine(
     host: HostBackend,
     config: &viommu_shared::shadow::ShadowConfig,
+    memory: &GuestMemoryState,
 ) -> ShadowEngine<HostBackend> {
     let mut engine = ShadowEngine::new(host, config.clone());
     // Nothing is mapped yet, so this only records the exclusion (no host call).
-    let _ = engine.discard_gpa(&viommu_shared::shadow::EmptyView, INTERRUPT_RANGE);
+    let _ = engine.reserve_gpa(&viommu_shared::shadow::EmptyView, INTERRUPT_RANGE);
+    memory.prepare(&mut engine);
     engine
 }

@@ -1,15 +1,18 @@
 //! Host DMA backends: where shadowed guest mappings end up.
 //!
 //! One trait, [`HostDma`], with a typed error, [`HostError`], that keeps the kernel's errno
-//! meaning. Implementations: [`SimHost`] (in-process, behaves like the measured kernel) and
-//! [`VfioContainerBackend`] (a real `/dev/vfio/vfio` type1 container).
+//! meaning. Implementations: [`SimHost`] (in-process, behaves like the measured kernel),
+//! [`VfioContainerBackend`] (a real `/dev/vfio/vfio` type1 container) and [`IommufdBackend`]
+//! (an IOAS of a real `/dev/iommu`).
 
 pub mod error;
+pub mod iommufd;
 pub mod shared;
 pub mod sim;
 pub mod vfio;
 
 pub use error::HostError;
+pub use iommufd::{IoasOps, IommufdBackend, KernelIoas};
 pub use shared::{SharedHost, SharedSimHost};
 pub use sim::{HostCall, HostFlavour, HostMapping, SimHost, SimHostConfig};
 pub use vfio::VfioContainerBackend;
@@ -42,6 +45,15 @@ pub trait HostDma {
 
     /// Bitmap of supported page sizes; the lowest set bit is the required alignment.
     fn page_sizes(&self) -> u64;
+
+    /// True when the host IOMMU enforces cache coherency for every DMA through this address
+    /// space, including requests the device marks no-snoop (type1: the `VFIO_DMA_CC_IOMMU`
+    /// extension; iommufd: the IOMMU's enforce-cache-coherency capability). A model may only
+    /// promise a guest that non-snooped DMA is made coherent (VT-d ECAP.SC) when this holds.
+    /// Default `false`: a backend that cannot tell is assumed not to.
+    fn enforces_coherency(&self) -> bool {
+        false
+    }
 }
 
 impl<T: HostDma + ?Sized> HostDma for Box<T> {
@@ -62,5 +74,8 @@ impl<T: HostDma + ?Sized> HostDma for Box<T> {
     }
     fn page_sizes(&self) -> u64 {
         (**self).page_sizes()
+    }
+    fn enforces_coherency(&self) -> bool {
+        (**self).enforces_coherency()
     }
 }

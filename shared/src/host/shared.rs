@@ -70,6 +70,9 @@ impl<H: HostDma + ?Sized> HostDma for SharedHost<H> {
     fn page_sizes(&self) -> u64 {
         self.with(|h| h.page_sizes())
     }
+    fn enforces_coherency(&self) -> bool {
+        self.with(|h| h.enforces_coherency())
+    }
 }
 
 #[cfg(test)]

@@ -38,6 +38,9 @@ pub struct SimHostConfig {
     /// `VfioContainerBackend`, which translates to a host address before calling the kernel).
     /// `None` means all guest-physical addresses are backed.
     pub backed: Option<Vec<AddrRange>>,
+    /// Whether the simulated IOMMU enforces cache coherency (snoop control) for no-snoop
+    /// requests, what [`HostDma::enforces_coherency`] answers. Default `false`.
+    pub coherent: bool,
 }
 
 /// The x86 MSI window that type1 reserves: `0xfee00000..=0xfeefffff`.
@@ -56,6 +59,7 @@ impl SimHostConfig {
             ],
             page_sizes: 0x4020_1000,
             backed: None,
+            coherent: false,
         }
     }
 
@@ -85,6 +89,12 @@ impl SimHostConfig {
     /// This configuration with another flavour.
     pub fn with_flavour(mut self, flavour: HostFlavour) -> Self {
         self.flavour = flavour;
+        self
+    }
+
+    /// This configuration with cache coherency enforced (or not).
+    pub fn with_coherency(mut self, coherent: bool) -> Self {
+        self.coherent = coherent;
         self
     }
 
@@ -440,5 +450,9 @@ impl HostDma for SimHost {
 
     fn page_sizes(&self) -> u64 {
         self.config.page_sizes
+    }
+
+    fn enforces_coherency(&self) -> bool {
+        self.config.coherent
     }
 }

@@ -27,17 +27,18 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use vfio_bindings::bindings::vfio::{
-    VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VFIO_DMA_UNMAP_FLAG_ALL,
+    VFIO_DMA_CC_IOMMU, VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VFIO_DMA_UNMAP_FLAG_ALL,
     vfio_iommu_type1_dma_map, vfio_iommu_type1_dma_unmap,
 };
 use vfio_ioctls::{VfioContainer, VfioError};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
-use vmm_sys_util::ioctl::{ioctl_with_mut_ptr, ioctl_with_mut_ref, ioctl_with_ref};
+use vmm_sys_util::ioctl::{ioctl_with_mut_ptr, ioctl_with_mut_ref, ioctl_with_ref, ioctl_with_val};
 
 /// Container ioctl numbers (`_IO(VFIO_TYPE, VFIO_BASE + n)`, B.1).
 mod nr {
     use vfio_bindings::bindings::vfio::{VFIO_BASE, VFIO_TYPE};
 
+    vmm_sys_util::ioctl_io_nr!(VFIO_CHECK_EXTENSION, VFIO_TYPE as u32, VFIO_BASE + 1);
     vmm_sys_util::ioctl_io_nr!(VFIO_IOMMU_GET_INFO, VFIO_TYPE as u32, VFIO_BASE + 12);
     vmm_sys_util::ioctl_io_nr!(VFIO_IOMMU_MAP_DMA, VFIO_TYPE as u32, VFIO_BASE + 13);
     vmm_sys_util::ioctl_io_nr!(VFIO_IOMMU_UNMAP_DMA, VFIO_TYPE as u32, VFIO_BASE + 14);
@@ -260,6 +261,23 @@ impl<M: GuestMemoryBackend> HostDma for VfioContainerBackend<M> {
             .and_then(|i| i.iova_pgsizes)
             .filter(|&p| p != 0)
             .unwrap_or_else(host_page_size)
+    }
+
+    /// `VFIO_CHECK_EXTENSION(VFIO_DMA_CC_IOMMU)` on the container: type1 answers 1 only when
+    /// every IOMMU domain of the container enforces cache coherency (`IOMMU_CAP_CACHE_COHERENCY`
+    /// on every attached group; VT-d with snoop control, AMD-Vi always). Any failure counts as
+    /// not coherent. Ask again after attaching groups: the answer can change.
+    fn enforces_coherency(&self) -> bool {
+        // SAFETY: VFIO_CHECK_EXTENSION takes its argument by value and touches no memory of
+        // this process; the fd is the container's own.
+        let ret = unsafe {
+            ioctl_with_val(
+                &*self.container,
+                nr::VFIO_CHECK_EXTENSION(),
+                std::os::raw::c_ulong::from(VFIO_DMA_CC_IOMMU),
+            )
+        };
+        ret > 0
     }
 }
 

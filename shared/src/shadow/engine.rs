@@ -1,7 +1,7 @@
 //! [`ShadowEngine`]: one per host address space.
 
 use super::config::ShadowConfig;
-use super::error::{ShadowError, SyncReport};
+use super::error::{ShadowError, SyncBatch, SyncReport};
 use super::plan::{self, HOST_PAGE, Layout};
 use super::record::{Record, ShadowMapping};
 use super::view::GuestView;
@@ -19,8 +19,20 @@ pub struct ShadowEngine<H: HostDma> {
     config: ShadowConfig,
     record: Record,
     valid: Vec<AddrRange>,
+    /// Guest-physical ranges never mapped (`reserve_gpa`: interrupt window, holes).
+    reserved: Vec<AddrRange>,
+    /// Guest-physical ranges not mapped until restored (`discard_gpa` / `restore_gpa`).
+    discarded: Vec<AddrRange>,
+    /// `reserved` ∪ `discarded`, what the layout leaves out.
     excluded: Vec<AddrRange>,
     page_granular: Vec<AddrRange>,
+    /// Guest translations the layout left out because their output is excluded, as of the
+    /// last sync of their IOVAs, indexed by guest-physical address: what `restore_gpa` must
+    /// map again without walking the whole space.
+    withheld: Record,
+    /// `withheld` overflowed its bound (`max_mappings`) and is incomplete: the next
+    /// `restore_gpa` re-syncs the whole space.
+    withheld_lossy: bool,
 }
 
 impl SyncReport {
@@ -56,8 +68,12 @@ impl<H: HostDma> ShadowEngine<H> {
             config,
             record: Record::default(),
             valid,
+            reserved: Vec::new(),
+            discarded: Vec::new(),
             excluded: Vec::new(),
             page_granular: Vec::new(),
+            withheld: Record::default(),
+            withheld_lossy: false,
         }
     }
 
@@ -183,6 +199,7 @@ impl<H: HostDma> ShadowEngine<H> {
         let runs = merger.finish();
         let mut desired = Vec::with_capacity(runs.len());
         self.layout().plan(&runs, &mut desired, &mut report);
+        self.note_withheld(w, &report.excluded);
         let old = self.record.starting_in(w);
 
         let (to_unmap, mut to_map) = diff(&old, &desired);
@@ -302,38 +319,163 @@ impl<H: HostDma> ShadowEngine<H> {
         view: &dyn GuestView,
         range: AddrRange,
     ) -> Result<SyncReport, ShadowError> {
-        let mut report = SyncReport::default();
+        let mut batch = SyncBatch::default();
         for m in self.record.overlapping_gpa(range) {
-            // An earlier resync in this loop may already have replaced it.
+            // An earlier resync in this loop may already have replaced it. A failure does
+            // not stop the loop: every mapping into `range` must be re-synced.
             if self.record.starting_at(m.iova) == Some(m) {
-                report.absorb(self.sync(view, m.iova_range())?);
+                batch.add(self.sync(view, m.iova_range()));
             }
         }
-        Ok(report)
+        batch.finish()
+    }
+
+    /// Replaces what the record of withheld translations says about window `w` with
+    /// `pieces` (this sync's, all inside `w`); parts of older pieces outside `w` stay.
+    fn note_withheld(&mut self, w: AddrRange, pieces: &[Run]) {
+        let mut old = self.withheld.starting_in(w);
+        old.extend(self.withheld.spanning(w.start));
+        for m in old {
+            self.withheld.remove(m.iova);
+            for keep in [
+                AddrRange::new(m.iova, w.start.max(m.iova)),
+                AddrRange::new(w.end.min(m.iova + m.size), m.iova + m.size),
+            ] {
+                if let Some(part) = m.run().clip(keep) {
+                    self.withheld.insert(ShadowMapping::from(part));
+                }
+            }
+        }
+        for p in pieces {
+            if self.withheld.len() >= self.config.max_mappings {
+                self.withheld_lossy = true;
+                break;
+            }
+            self.withheld.insert(ShadowMapping::from(*p));
+        }
+        if w.start == 0 && w.end >= !(HOST_PAGE - 1) {
+            // A whole-space sync saw every translation: the record is exact again (unless
+            // this very sync overflowed it).
+            self.withheld_lossy = self.withheld.len() >= self.config.max_mappings;
+        }
+    }
+
+    fn rebuild_excluded(&mut self) {
+        self.excluded = self.reserved.clone();
+        self.excluded.extend_from_slice(&self.discarded);
+        plan::normalize(&mut self.excluded);
+    }
+
+    /// Never maps guest-physical `range` (the interrupt window, a hole that is not RAM);
+    /// unlike [`discard_gpa`](Self::discard_gpa) no [`restore_gpa`](Self::restore_gpa) undoes
+    /// it. Mappings already there are removed.
+    pub fn reserve_gpa(
+        &mut self,
+        view: &dyn GuestView,
+        range: AddrRange,
+    ) -> Result<SyncReport, ShadowError> {
+        self.reserved.push(range);
+        plan::normalize(&mut self.reserved);
+        self.rebuild_excluded();
+        self.resync_gpa(view, range)
     }
 
     /// Guest memory `range` was discarded (balloon inflate, virtio-mem unplug, conversion
     /// to private): unmaps it from the host — surviving parts of coalesced mappings are
-    /// re-mapped — and keeps it unmapped until [`restore_gpa`](Self::restore_gpa).
+    /// re-mapped — and keeps it unmapped until [`restore_gpa`](Self::restore_gpa). Only the
+    /// mappings the reverse index finds are touched: no guest walk beyond their IOVAs.
     pub fn discard_gpa(
         &mut self,
         view: &dyn GuestView,
         range: AddrRange,
     ) -> Result<SyncReport, ShadowError> {
-        self.excluded.push(range);
-        plan::normalize(&mut self.excluded);
-        self.resync_gpa(view, range)
+        self.discard_gpa_ranges(view, &[range])
     }
 
-    /// Guest memory `range` is usable again: maps whatever the guest maps onto it. Which
-    /// IOVAs do is unknown without a walk, so this is a full re-sync.
+    /// [`discard_gpa`](Self::discard_gpa) of several ranges at once: every range is excluded
+    /// before any host call, so no survivor is re-mapped only to be unmapped again.
+    pub fn discard_gpa_ranges(
+        &mut self,
+        view: &dyn GuestView,
+        ranges: &[AddrRange],
+    ) -> Result<SyncReport, ShadowError> {
+        self.discarded.extend_from_slice(ranges);
+        plan::normalize(&mut self.discarded);
+        self.rebuild_excluded();
+        let mut batch = SyncBatch::default();
+        for r in ranges {
+            batch.add(self.resync_gpa(view, *r));
+        }
+        batch.finish()
+    }
+
+    /// Guest memory `range` is usable again (balloon deflate, virtio-mem plug, conversion to
+    /// shared): maps whatever the guest maps onto it. The engine remembers which IOVAs it
+    /// left out because their output was discarded (as of their last sync), so only those
+    /// are re-synced; if that memory overflowed its bound, this is a full re-sync.
     pub fn restore_gpa(
         &mut self,
         view: &dyn GuestView,
         range: AddrRange,
     ) -> Result<SyncReport, ShadowError> {
-        plan::subtract(&mut self.excluded, range);
-        self.reclaim(view)
+        self.restore_gpa_ranges(view, &[range])
+    }
+
+    /// [`restore_gpa`](Self::restore_gpa) of several ranges at once: all are restored before
+    /// any host call, so a mapping joining two of them is mapped once, whole.
+    pub fn restore_gpa_ranges(
+        &mut self,
+        view: &dyn GuestView,
+        ranges: &[AddrRange],
+    ) -> Result<SyncReport, ShadowError> {
+        for r in ranges {
+            plan::subtract(&mut self.discarded, *r);
+        }
+        self.rebuild_excluded();
+        if self.withheld_lossy {
+            return self.reclaim(view);
+        }
+        let mut batch = SyncBatch::default();
+        for range in ranges {
+            for m in self.withheld.overlapping_gpa(*range) {
+                // An earlier sync in this loop may already have re-planned it.
+                if self.withheld.starting_at(m.iova) == Some(m) {
+                    batch.add(self.sync(view, self.aligned(m.iova_range())));
+                }
+            }
+        }
+        batch.finish()
+    }
+
+    /// `r` grown to `max_run` multiples, which are cut points of every layout: syncing such
+    /// a window yields the canonical layout even when the policy became coarser (a restored
+    /// range or a cleared page-granular range no longer cuts runs), which the record-based
+    /// window of [`sync`](Self::sync) assumes it did not.
+    fn aligned(&self, r: AddrRange) -> AddrRange {
+        let top = !(HOST_PAGE - 1);
+        let start = align_down(r.start, self.config.max_run);
+        let end = r
+            .end
+            .checked_next_multiple_of(self.config.max_run)
+            .unwrap_or(top)
+            .min(top);
+        AddrRange::new(start, end)
+    }
+
+    /// Guest-physical ranges the engine does not map now (reserved or discarded), sorted.
+    pub fn excluded_gpa(&self) -> &[AddrRange] {
+        &self.excluded
+    }
+
+    /// Guest-physical ranges mapped one host page per mapping, sorted.
+    pub fn page_granular_gpa(&self) -> &[AddrRange] {
+        &self.page_granular
+    }
+
+    /// Guest translations the host does not have because their output is discarded or
+    /// reserved, as of their last sync, by IOVA (bounded by `max_mappings`).
+    pub fn withheld(&self) -> &Record {
+        &self.withheld
     }
 
     /// Maps guest-physical `range` one host page per mapping from now on (memory that a
@@ -347,6 +489,23 @@ impl<H: HostDma> ShadowEngine<H> {
         self.page_granular.push(range);
         plan::normalize(&mut self.page_granular);
         self.resync_gpa(view, range)
+    }
+
+    /// Lays guest-physical `range` out coalesced again (undoes
+    /// [`set_page_granular`](Self::set_page_granular)), re-laying what is already mapped.
+    pub fn clear_page_granular(
+        &mut self,
+        view: &dyn GuestView,
+        range: AddrRange,
+    ) -> Result<SyncReport, ShadowError> {
+        plan::subtract(&mut self.page_granular, range);
+        let mut batch = SyncBatch::default();
+        for m in self.record.overlapping_gpa(range) {
+            if self.record.starting_at(m.iova) == Some(m) {
+                batch.add(self.sync(view, self.aligned(m.iova_range())));
+            }
+        }
+        batch.finish()
     }
 
     /// Removes every host mapping this engine created; returns the bytes unmapped. On a

@@ -74,3 +74,122 @@ impl fmt::Display for ShadowError {
 }
 
 impl std::error::Error for ShadowError {}
+
+/// The results of several syncs that must all be tried (e.g. every mapping a discard hits:
+/// one out-of-resources must not leave later mappings into discarded memory in place). The
+/// reports are summed; the first host unmap refusal wins over out-of-resources, whose
+/// `not_mapped` lists are merged.
+#[derive(Debug, Default)]
+pub struct SyncBatch {
+    report: SyncReport,
+    error: Option<ShadowError>,
+}
+
+impl SyncBatch {
+    /// Adds one sync's result.
+    pub fn add(&mut self, result: Result<SyncReport, ShadowError>) {
+        match result {
+            Ok(report) => self.report.absorb(report),
+            Err(ShadowError::OutOfResources { report, not_mapped }) => {
+                self.report.absorb(*report);
+                match &mut self.error {
+                    Some(ShadowError::OutOfResources {
+                        not_mapped: all, ..
+                    }) => all.extend(not_mapped),
+                    Some(ShadowError::Unmap { .. }) => {}
+                    None => {
+                        self.error = Some(ShadowError::OutOfResources {
+                            report: Box::default(),
+                            not_mapped,
+                        })
+                    }
+                }
+            }
+            Err(ShadowError::Unmap { run, error, report }) => {
+                self.report.absorb(*report);
+                if !matches!(self.error, Some(ShadowError::Unmap { .. })) {
+                    self.error = Some(ShadowError::Unmap {
+                        run,
+                        error,
+                        report: Box::default(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The summed report, or the kept error carrying it.
+    pub fn finish(self) -> Result<SyncReport, ShadowError> {
+        let report = Box::new(self.report);
+        match self.error {
+            None => Ok(*report),
+            Some(ShadowError::OutOfResources { not_mapped, .. }) => {
+                Err(ShadowError::OutOfResources { report, not_mapped })
+            }
+            Some(ShadowError::Unmap { run, error, .. }) => {
+                Err(ShadowError::Unmap { run, error, report })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::perm::Perm;
+
+    fn run(iova: u64) -> Run {
+        Run {
+            iova,
+            addr: 0,
+            size: 0x1000,
+            perm: Perm::RW,
+        }
+    }
+
+    fn oor(iova: u64, calls: u64) -> Result<SyncReport, ShadowError> {
+        Err(ShadowError::OutOfResources {
+            report: Box::new(SyncReport {
+                map_calls: calls,
+                ..SyncReport::default()
+            }),
+            not_mapped: vec![run(iova)],
+        })
+    }
+
+    #[test]
+    fn batch_keeps_going_and_keeps_the_worst_error() {
+        let mut b = SyncBatch::default();
+        b.add(Ok(SyncReport {
+            unmap_calls: 2,
+            ..SyncReport::default()
+        }));
+        b.add(oor(0x1000, 1));
+        b.add(oor(0x5000, 1));
+        match b.finish() {
+            Err(ShadowError::OutOfResources { report, not_mapped }) => {
+                assert_eq!((report.unmap_calls, report.map_calls), (2, 2));
+                assert_eq!(not_mapped, vec![run(0x1000), run(0x5000)]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut b = SyncBatch::default();
+        b.add(oor(0x1000, 1));
+        b.add(Err(ShadowError::Unmap {
+            run: run(0x9000),
+            error: HostError::Invalid,
+            report: Box::new(SyncReport {
+                unmap_calls: 1,
+                ..SyncReport::default()
+            }),
+        }));
+        match b.finish() {
+            Err(ShadowError::Unmap { run: r, report, .. }) => {
+                assert_eq!(r, run(0x9000));
+                assert_eq!((report.unmap_calls, report.map_calls), (1, 1));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(SyncBatch::default().finish(), Ok(SyncReport::default()));
+    }
+}

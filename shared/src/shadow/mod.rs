@@ -7,8 +7,11 @@
 //!   `max_run`-aligned IOVAs and host reserved ranges, page-granular where asked).
 //! - [`Record`]: what we mapped on the host, with a guest-physical reverse index.
 //! - [`ShadowEngine`]: `sync` (bring a range to the guest view), `reclaim` (full re-sync),
-//!   `sync_or_reclaim` (the "global flush and retry" building block), discard handling and
-//!   teardown.
+//!   `sync_or_reclaim` (the "global flush and retry" building block), guest-memory policy
+//!   (`reserve_gpa` for memory never mapped, `discard_gpa` / `restore_gpa` for memory that
+//!   comes and goes — driven by [`crate::memory`] — and `set_page_granular`), and teardown.
+//!   Restores re-sync only the IOVAs the engine withheld because their output was excluded
+//!   (its bounded `withheld` record), not the whole space.
 
 pub mod config;
 pub mod engine;
@@ -19,6 +22,6 @@ pub mod view;
 
 pub use config::ShadowConfig;
 pub use engine::ShadowEngine;
-pub use error::{ShadowError, SyncReport};
+pub use error::{ShadowError, SyncBatch, SyncReport};
 pub use record::{Record, ShadowMapping};
 pub use view::{EmptyView, GuestView, IdentityView, MaskedView};

@@ -82,6 +82,8 @@ fn sim_config(
         iova_ranges: ranges.clone(),
         page_sizes: info.iova_pgsizes.ok_or("GET_INFO reports no page sizes")?,
         backed: Some(layout::backed()),
+        // Cache coherency is not part of what the oracle compares.
+        coherent: false,
     };
     Ok((config, Platform { ranges, limit }))
 }
