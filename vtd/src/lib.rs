@@ -92,6 +92,7 @@ pub mod fault;
 pub mod format;
 pub mod fuzz_support;
 pub mod invalidation;
+pub mod irte;
 mod model;
 mod queue;
 pub mod regs;

@@ -122,6 +122,15 @@ pub mod desc {
         [4, 0]
     }
 
+    /// Index-selective interrupt-entry-cache invalidation of the 2^`im` entries from
+    /// `index` (low `im` bits ignored).
+    pub fn iec_index(index: u16, im: u8) -> [u64; 2] {
+        [
+            4 | (1 << 4) | (u64::from(im & 0x1f) << 27) | (u64::from(index) << 32),
+            0,
+        ]
+    }
+
     /// Device-TLB invalidation (needs ECAP.DT).
     pub fn device_tlb(sid: u16, addr: u64, size_bit: bool) -> [u64; 2] {
         [3 | (u64::from(sid) << 32), addr | u64::from(size_bit)]
