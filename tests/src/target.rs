@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 use viommu_shared::Perm;
 use viommu_shared::host::SharedSimHost;
+use viommu_shared::irq::{InterruptRemapper, IrFault};
 use viommu_shared::regs::RecordingMsiSink;
 use vm_memory::GuestMemoryMmap;
 
@@ -77,6 +78,18 @@ pub trait ScenarioTarget {
 
     /// Makes `dev` a passthrough device whose address space is shadowed into `host`.
     fn attach_host(&mut self, dev: u32, host: SharedSimHost) -> Result<(), TargetError>;
+
+    /// The model's interrupt remapper (`irq …` operations); `None` (the default) when the
+    /// model does not remap interrupts.
+    fn interrupt_remapper(&self) -> Option<Arc<dyn InterruptRemapper>> {
+        None
+    }
+
+    /// The scenario name of an interrupt-remapping fault (`fault=NAME`). Default: the
+    /// architected code in lower-case hex (VT-d fault reasons, `0x22`).
+    fn irq_fault_name(&self, fault: &IrFault) -> String {
+        format!("{:#x}", fault.code)
+    }
 
     /// An intercepted instruction (s390). Models without instructions keep the default.
     fn instruction(
