@@ -432,6 +432,38 @@ impl<'a> GuestDriver<'a> {
         self.submit(&[desc::iotlb_page(did, iova, am as u8, ih)])
     }
 
+    /// Linux's interrupt-remapping bring-up (`iommu_set_irq_remapping` +
+    /// `iommu_enable_irq_remapping`, anchors-x86.md §3.1 step 2): allocates a 65536-entry
+    /// table (1 MiB), IRTA = table | EIME (if `x2apic`) | S = 0xf, SIRTP, a global IEC unless
+    /// CAP.ESIRTPS, IRE, and CFI cleared if CFIS reads set. Queued invalidation must be on.
+    /// Returns the table address.
+    pub fn enable_interrupt_remapping(&mut self, x2apic: bool) -> Result<u64, DriverError> {
+        let table = self.alloc(256)?;
+        let eime = if x2apic { crate::irte::IRTA_EIME } else { 0 };
+        self.vtd.mmio_write(IRTA, 8, table | eime | 0xf)?;
+        self.gcmd(GCMD_SIRTP, true)?;
+        if self.vtd.cap() & crate::caps::CAP_ESIRTPS == 0 {
+            self.submit(&[desc::iec_global()])?;
+        }
+        self.gcmd(GCMD_IRE, true)?;
+        if self.read32(GSTS) & GCMD_CFI != 0 {
+            self.gcmd(GCMD_CFI, false)?;
+        }
+        Ok(table)
+    }
+
+    /// `modify_irte`: writes 128-bit entry `index` of the table at `table`, then
+    /// `qi_flush_iec(index, 0)` and a wait.
+    pub fn write_irte(
+        &mut self,
+        table: u64,
+        index: u16,
+        irte: [u64; 2],
+    ) -> Result<(), DriverError> {
+        self.write(table + u64::from(index) * 16, &irte)?;
+        self.submit(&[desc::iec_index(index, 0)])
+    }
+
     /// Programs the fault event interrupt and unmasks it (`dmar_set_interrupt`).
     pub fn enable_fault_interrupt(&mut self, address: u64, data: u32) -> Result<(), DriverError> {
         self.vtd.mmio_write(FEDATA, 4, u64::from(data))?;
