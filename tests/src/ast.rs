@@ -71,6 +71,58 @@ pub enum DmaExpect {
     Fault(Option<String>),
 }
 
+/// What an interrupt-remapping statement expects (`OUTCOME` in `tests/SCENARIOS.md`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IrqExpect {
+    /// `ok [dest=N] [vector=N] [delivery=…] [dm=…] [trigger=…] [rh=0|1] [index=N|none]`.
+    Ok(Vec<(String, String)>),
+    /// `fault[=NAME] [index=N|none] [recorded=0|1]`.
+    Fault {
+        /// The model's name of the fault, if given.
+        name: Option<String>,
+        /// Further fields.
+        fields: Vec<(String, String)>,
+    },
+}
+
+/// Which interrupt-remapping call an `irq` statement makes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IrqCall {
+    /// `irq request`: `RemapMode::Request`, delivered through the model's output.
+    Request,
+    /// `irq route`: `RemapMode::Route`.
+    Route,
+    /// `irq route-set id=N`: `RouteTable::set`.
+    RouteSet(Expr),
+}
+
+/// An expected invalidation notification.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IrqInvalidationSpec {
+    /// `all`.
+    All,
+    /// `indices first=N count=N`.
+    Indices {
+        /// First index.
+        first: Expr,
+        /// Count.
+        count: Expr,
+    },
+    /// `source dev=D`.
+    Source(DevRef),
+}
+
+/// One line of `expect-route-updates`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteUpdateSpec {
+    /// Route id.
+    pub id: Expr,
+    /// `changed` / `unchanged`, if given.
+    pub changed: Option<bool>,
+    /// The new resolution, if given.
+    pub expect: Option<IrqExpect>,
+}
+
 /// One operation. See `tests/SCENARIOS.md` for the syntax and meaning of each.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -241,6 +293,23 @@ pub enum Op {
         /// Host mappings.
         count: Expr,
     },
+    /// `irq request|route|route-set … dev=D addr=A data=V [expect OUTCOME]`
+    Irq {
+        /// Which call.
+        call: IrqCall,
+        /// Source id.
+        dev: DevRef,
+        /// MSI address.
+        addr: Expr,
+        /// MSI data.
+        data: Expr,
+        /// Expected outcome (mandatory for `request` and `route`).
+        expect: Option<IrqExpect>,
+    },
+    /// `expect-irq-invalidation …` (`Some`) / `expect-no-irq-invalidation` (`None`)
+    ExpectIrqInvalidation(Option<IrqInvalidationSpec>),
+    /// `expect-route-updates { … }`
+    ExpectRouteUpdates(Vec<RouteUpdateSpec>),
     /// `checkpoint NAME`
     Checkpoint {
         /// Name (for messages).

@@ -1,11 +1,18 @@
 //! Executes parsed scenarios against a model.
 
-use crate::ast::{CallSpec, DevRef, DmaExpect, Expr, MemoryEventKind, Op, Stmt};
+use crate::ast::{
+    CallSpec, DevRef, DmaExpect, Expr, IrqCall, IrqExpect, IrqInvalidationSpec, MemoryEventKind,
+    Op, Stmt,
+};
 use crate::expr::{Vars, eval};
 use crate::target::{DmaReq, ScenarioTarget, TargetEnv, make_target};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use viommu_shared::host::{HostCall, HostError, HostFlavour, SharedSimHost, SimHostConfig};
+use viommu_shared::irq::{
+    DeliveryMode, DestinationMode, InterruptRemapper, IrFault, IrInvalidation, IrListener,
+    RemapMode, RemappingMsiSink, Resolution, RouteTable, TriggerMode,
+};
 use viommu_shared::memory::MemoryEvent;
 use viommu_shared::regs::{Msi, RecordingMsiSink};
 use viommu_shared::{AddrRange, GuestAddress, Perm};
@@ -29,6 +36,53 @@ pub struct Failure {
 
 type Res<T> = Result<T, String>;
 
+/// Records the model's interrupt-remapping invalidation notifications.
+#[derive(Default)]
+struct IrqLog(Mutex<Vec<IrInvalidation>>);
+
+impl IrListener for IrqLog {
+    fn invalidated(&self, what: IrInvalidation) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(what);
+    }
+}
+
+/// The interrupt-remapping side of a model: its remapper, the scenario's route table and
+/// the notifications not yet matched.
+struct Irq {
+    remapper: Arc<dyn InterruptRemapper>,
+    routes: Arc<RouteTable>,
+    log: Arc<IrqLog>,
+    unmatched: Vec<IrInvalidation>,
+}
+
+impl Irq {
+    fn collect(&mut self) {
+        let mut log = self.log.0.lock().unwrap_or_else(|e| e.into_inner());
+        self.unmatched.append(&mut log);
+    }
+}
+
+fn show_invalidation(i: &IrInvalidation) -> String {
+    match i {
+        IrInvalidation::All => "all".into(),
+        IrInvalidation::Indices { first, count } => {
+            format!("indices first={first:#x} count={count:#x}")
+        }
+        IrInvalidation::Source(s) => format!("source dev={s:#x}"),
+    }
+}
+
+fn delivery_name(d: DeliveryMode) -> &'static str {
+    match d {
+        DeliveryMode::Fixed => "fixed",
+        DeliveryMode::LowestPriority => "lowest",
+        DeliveryMode::Smi => "smi",
+        DeliveryMode::Nmi => "nmi",
+        DeliveryMode::Init => "init",
+        DeliveryMode::ExtInt => "extint",
+    }
+}
+
 struct Host {
     sim: SharedSimHost,
     /// Calls before the last checkpoint, already consumed.
@@ -44,6 +98,7 @@ pub struct Runner {
     target: Option<Box<dyn ScenarioTarget>>,
     model: Option<String>,
     hosts: BTreeMap<u32, Host>,
+    irq: Option<Irq>,
     vars: Vars,
     iterations: u64,
 }
@@ -123,6 +178,7 @@ impl Runner {
             target: None,
             model: None,
             hosts: BTreeMap::new(),
+            irq: None,
             vars: HashMap::new(),
             iterations: 0,
         }
@@ -240,6 +296,102 @@ impl Runner {
             .ok_or_else(|| format!("no host attached to device {dev:#x}"))
     }
 
+    fn irq(&mut self) -> Res<&mut Irq> {
+        if self.target.is_none() {
+            return Err("no model yet: the scenario must start with 'model'".into());
+        }
+        self.irq
+            .as_mut()
+            .ok_or_else(|| "unsupported: interrupt remapping is not supported by this model".into())
+    }
+
+    /// Drains the model's invalidation notifications into the unmatched list.
+    fn collect_irq(&mut self) {
+        if let Some(irq) = &mut self.irq {
+            irq.collect();
+        }
+    }
+
+    /// Compares an interrupt-remapping result with an expected `OUTCOME`.
+    fn check_irq(&self, got: &Result<Resolution, IrFault>, want: &IrqExpect) -> Res<()> {
+        let num = |v: &str| -> Res<Option<u64>> {
+            if v == "none" {
+                Ok(None)
+            } else {
+                eval(v, &self.vars).map(Some)
+            }
+        };
+        let index_of = |i: Option<u32>| i.map(u64::from);
+        let show = |r: &Result<Resolution, IrFault>| match r {
+            Ok(r) => format!("ok {:?} index={:?}", r.interrupt, r.index),
+            Err(f) => format!(
+                "fault={} ({:?}) index={:?} recorded={}",
+                self.fault_name(f),
+                f.kind,
+                f.index,
+                u8::from(f.recorded)
+            ),
+        };
+        match (want, got) {
+            (IrqExpect::Ok(fields), Ok(r)) => {
+                let i = &r.interrupt;
+                for (k, v) in fields {
+                    let ok = match k.as_str() {
+                        "dest" => num(v)? == Some(u64::from(i.destination)),
+                        "vector" => num(v)? == Some(u64::from(i.vector)),
+                        "rh" => num(v)? == Some(u64::from(i.redirection_hint)),
+                        "index" => num(v)? == index_of(r.index),
+                        "delivery" => v == delivery_name(i.delivery),
+                        "dm" => {
+                            v == match i.destination_mode {
+                                DestinationMode::Physical => "physical",
+                                DestinationMode::Logical => "logical",
+                            }
+                        }
+                        "trigger" => {
+                            v == match i.trigger {
+                                TriggerMode::Edge => "edge",
+                                TriggerMode::Level => "level",
+                            }
+                        }
+                        _ => return Err(format!("unknown field '{k}'")),
+                    };
+                    if !ok {
+                        return Err(format!("expected {k}={v}, got {}", show(got)));
+                    }
+                }
+                Ok(())
+            }
+            (IrqExpect::Fault { name, fields }, Err(f)) => {
+                if let Some(n) = name
+                    && *n != self.fault_name(f)
+                {
+                    return Err(format!("expected fault={n}, got {}", show(got)));
+                }
+                for (k, v) in fields {
+                    let ok = match k.as_str() {
+                        "index" => num(v)? == index_of(f.index),
+                        "recorded" => num(v)? == Some(u64::from(f.recorded)),
+                        _ => return Err(format!("unknown field '{k}'")),
+                    };
+                    if !ok {
+                        return Err(format!("expected {k}={v}, got {}", show(got)));
+                    }
+                }
+                Ok(())
+            }
+            (IrqExpect::Ok(_), Err(_)) => Err(format!("expected ok, got {}", show(got))),
+            (IrqExpect::Fault { .. }, Ok(_)) => Err(format!("expected a fault, got {}", show(got))),
+        }
+    }
+
+    fn fault_name(&self, f: &IrFault) -> String {
+        match &self.target {
+            Some(t) => t.irq_fault_name(f),
+            None => format!("{:#x}", f.code),
+        }
+    }
+
     /// Drains interrupts the model sent into the runner's list.
     fn collect_msis(&mut self) {
         self.msis.extend(self.msi.take());
@@ -255,7 +407,18 @@ impl Runner {
                     mem: self.mem()?.clone(),
                     msi: self.msi.clone(),
                 };
-                self.target = Some(make_target(name, opts, env)?);
+                let target = make_target(name, opts, env)?;
+                self.irq = target.interrupt_remapper().map(|remapper| {
+                    let log = Arc::new(IrqLog::default());
+                    remapper.add_listener(log.clone());
+                    Irq {
+                        routes: RouteTable::new(remapper.clone(), None),
+                        remapper,
+                        log,
+                        unmatched: Vec::new(),
+                    }
+                });
+                self.target = Some(target);
                 self.model = Some(name.clone());
             }
             Op::Memory { start, size } => {
@@ -644,9 +807,126 @@ impl Runner {
                     ));
                 }
             }
+            Op::Irq {
+                call,
+                dev,
+                addr,
+                data,
+                expect,
+            } => {
+                let source = u16::try_from(self.dev(dev)?)
+                    .map_err(|_| "irq: the source id must fit 16 bits".to_string())?;
+                let msi = Msi {
+                    address: self.ev(addr)?,
+                    data: u32::try_from(self.ev(data)?)
+                        .map_err(|_| "irq: data must fit 32 bits".to_string())?,
+                };
+                let route_id = match call {
+                    IrqCall::RouteSet(id) => Some(
+                        u32::try_from(self.ev(id)?)
+                            .map_err(|_| "irq route-set: id must fit 32 bits".to_string())?,
+                    ),
+                    _ => None,
+                };
+                let irq = self.irq()?;
+                let (remapper, routes) = (irq.remapper.clone(), irq.routes.clone());
+                let got = match (call, route_id) {
+                    (IrqCall::RouteSet(_), Some(id)) => routes.set(id, source, msi),
+                    (IrqCall::Route, _) => remapper.remap(source, msi, RemapMode::Route),
+                    // As a VMM wires an emulated device: remapped as a request, delivered to
+                    // the interrupt controller (the runner's MSI list).
+                    _ => RemappingMsiSink::new(remapper, source, self.msi.clone()).deliver(msi),
+                };
+                self.collect_msis();
+                self.collect_irq();
+                if let Some(want) = expect {
+                    self.check_irq(&got, want)?;
+                }
+            }
+            Op::ExpectIrqInvalidation(spec) => {
+                self.collect_irq();
+                let want = match spec {
+                    None => None,
+                    Some(IrqInvalidationSpec::All) => Some(IrInvalidation::All),
+                    Some(IrqInvalidationSpec::Indices { first, count }) => {
+                        let f = u32::try_from(self.ev(first)?)
+                            .map_err(|_| "first must fit 32 bits".to_string())?;
+                        let c = u32::try_from(self.ev(count)?)
+                            .map_err(|_| "count must fit 32 bits".to_string())?;
+                        Some(IrInvalidation::Indices { first: f, count: c })
+                    }
+                    Some(IrqInvalidationSpec::Source(d)) => Some(IrInvalidation::Source(
+                        u16::try_from(self.dev(d)?)
+                            .map_err(|_| "source must fit 16 bits".to_string())?,
+                    )),
+                };
+                let irq = self.irq()?;
+                match (want, irq.unmatched.first()) {
+                    (None, None) => {}
+                    (None, Some(got)) => {
+                        return Err(format!(
+                            "expected no interrupt-remapping invalidation, got {} ({} in all)",
+                            show_invalidation(got),
+                            irq.unmatched.len()
+                        ));
+                    }
+                    (Some(w), None) => {
+                        return Err(format!(
+                            "expected invalidation {}, got none",
+                            show_invalidation(&w)
+                        ));
+                    }
+                    (Some(w), Some(got)) => {
+                        if *got != w {
+                            return Err(format!(
+                                "expected invalidation {}, got {}",
+                                show_invalidation(&w),
+                                show_invalidation(got)
+                            ));
+                        }
+                        irq.unmatched.remove(0);
+                    }
+                }
+            }
+            Op::ExpectRouteUpdates(list) => {
+                let updates = self.irq()?.routes.take_updates();
+                self.collect_msis();
+                self.collect_irq();
+                let ids: Vec<u32> = updates.iter().map(|u| u.id).collect();
+                let mut want_ids = Vec::new();
+                for spec in list {
+                    want_ids.push(
+                        u32::try_from(self.ev(&spec.id)?)
+                            .map_err(|_| "route id must fit 32 bits".to_string())?,
+                    );
+                }
+                if ids != want_ids {
+                    return Err(format!("expected route updates {want_ids:?}, got {ids:?}"));
+                }
+                for (u, spec) in updates.iter().zip(list) {
+                    if let Some(c) = spec.changed
+                        && c != u.changed
+                    {
+                        return Err(format!(
+                            "route {}: expected {}, got {}",
+                            u.id,
+                            if c { "changed" } else { "unchanged" },
+                            if u.changed { "changed" } else { "unchanged" }
+                        ));
+                    }
+                    if let Some(want) = &spec.expect {
+                        self.check_irq(&u.result, want)
+                            .map_err(|e| format!("route {}: {e}", u.id))?;
+                    }
+                }
+            }
             Op::Checkpoint { .. } => {
                 self.collect_msis();
                 self.msis.clear();
+                self.collect_irq();
+                if let Some(irq) = &mut self.irq {
+                    irq.unmatched.clear();
+                }
                 for h in self.hosts.values_mut() {
                     h.seen = h.sim.with(|s| s.calls().len());
                 }

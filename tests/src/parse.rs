@@ -1,6 +1,9 @@
 //! Parses `.scn` text into statements. Every error names its line.
 
-use crate::ast::{CallSpec, DevRef, DmaExpect, Expr, MemoryEventKind, Op, Stmt};
+use crate::ast::{
+    CallSpec, DevRef, DmaExpect, Expr, IrqCall, IrqExpect, IrqInvalidationSpec, MemoryEventKind,
+    Op, RouteUpdateSpec, Stmt,
+};
 
 /// A syntax error at a line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -362,6 +365,71 @@ impl Parser {
                 }
                 Op::ExpectNoMsi
             }
+            "irq" => irq(line, args)?,
+            "expect-irq-invalidation" => {
+                let spec = match args {
+                    [a] if a == "all" => IrqInvalidationSpec::All,
+                    [a, rest @ ..] if a == "indices" => {
+                        let mut opts = options(line, rest)?;
+                        let first = take(&mut opts, "first").map(Expr);
+                        let count = take(&mut opts, "count").map(Expr);
+                        no_more(line, &opts)?;
+                        match (first, count) {
+                            (Some(first), Some(count)) => {
+                                IrqInvalidationSpec::Indices { first, count }
+                            }
+                            _ => return err(line, "'indices' takes first=N count=N"),
+                        }
+                    }
+                    [a, rest @ ..] if a == "source" => {
+                        let mut opts = options(line, rest)?;
+                        let dev = take_dev(line, &mut opts)?;
+                        no_more(line, &opts)?;
+                        IrqInvalidationSpec::Source(dev)
+                    }
+                    _ => {
+                        return err(
+                            line,
+                            "'expect-irq-invalidation' takes all | indices first=N count=N | source dev=D",
+                        );
+                    }
+                };
+                Op::ExpectIrqInvalidation(Some(spec))
+            }
+            "expect-no-irq-invalidation" => {
+                if !args.is_empty() {
+                    return err(line, "'expect-no-irq-invalidation' takes no argument");
+                }
+                Op::ExpectIrqInvalidation(None)
+            }
+            "expect-route-updates" => {
+                if args != ["{"] {
+                    return err(line, "'expect-route-updates' takes { and a block");
+                }
+                let mut list = Vec::new();
+                for (l, t) in self.items(line)? {
+                    let mut rest = &t[1..];
+                    let changed = match rest.first().map(String::as_str) {
+                        Some("changed") => Some(true),
+                        Some("unchanged") => Some(false),
+                        _ => None,
+                    };
+                    if changed.is_some() {
+                        rest = &rest[1..];
+                    }
+                    let expect = if rest.is_empty() {
+                        None
+                    } else {
+                        Some(irq_expect(l, rest)?)
+                    };
+                    list.push(RouteUpdateSpec {
+                        id: Expr(t[0].clone()),
+                        changed,
+                        expect,
+                    });
+                }
+                Op::ExpectRouteUpdates(list)
+            }
             "discard" | "populate" | "convert" | "expect-conversions" => {
                 let (kind, rest) = match (op, args.first().map(String::as_str)) {
                     ("discard", _) => (MemoryEventKind::Discard, args),
@@ -542,6 +610,100 @@ impl Parser {
     }
 }
 
+/// `irq request|route|route-set …`.
+fn irq(line: usize, args: &[String]) -> Result<Op, ParseError> {
+    let x = args
+        .iter()
+        .position(|t| t == "expect")
+        .unwrap_or(args.len());
+    let (head, tail) = args.split_at(x);
+    let Some((verb, rest)) = head.split_first() else {
+        return err(line, "'irq' takes request, route or route-set");
+    };
+    let mut opts = options(line, rest)?;
+    let call = match verb.as_str() {
+        "request" => IrqCall::Request,
+        "route" => IrqCall::Route,
+        "route-set" => IrqCall::RouteSet(take(&mut opts, "id").map(Expr).ok_or(ParseError {
+            line,
+            msg: "missing id=".into(),
+        })?),
+        v => {
+            return err(
+                line,
+                format!("'irq' takes request, route or route-set, got '{v}'"),
+            );
+        }
+    };
+    let dev = take_dev(line, &mut opts)?;
+    let mut field = |k: &str| {
+        take(&mut opts, k).map(Expr).ok_or(ParseError {
+            line,
+            msg: format!("missing {k}="),
+        })
+    };
+    let addr = field("addr")?;
+    let data = field("data")?;
+    no_more(line, &opts)?;
+    let expect = match tail.split_first() {
+        None => None,
+        Some((_, outcome)) => Some(irq_expect(line, outcome)?),
+    };
+    if expect.is_none() && !matches!(call, IrqCall::RouteSet(_)) {
+        return err(line, format!("'irq {verb}' needs expect OUTCOME"));
+    }
+    Ok(Op::Irq {
+        call,
+        dev,
+        addr,
+        data,
+        expect,
+    })
+}
+
+/// Fields an `ok` outcome may name.
+const IRQ_OK_FIELDS: &[&str] = &["dest", "vector", "delivery", "dm", "trigger", "rh", "index"];
+/// Fields a `fault` outcome may name.
+const IRQ_FAULT_FIELDS: &[&str] = &["index", "recorded"];
+
+/// `ok [field=…]…` or `fault[=NAME] [field=…]…`.
+fn irq_expect(line: usize, toks: &[String]) -> Result<IrqExpect, ParseError> {
+    let Some((first, rest)) = toks.split_first() else {
+        return err(line, "expect takes ok … or fault[=NAME] …");
+    };
+    let fields = options(line, rest)?;
+    let (allowed, out) = match first.as_str() {
+        "ok" => (IRQ_OK_FIELDS, IrqExpect::Ok(fields.clone())),
+        "fault" => (
+            IRQ_FAULT_FIELDS,
+            IrqExpect::Fault {
+                name: None,
+                fields: fields.clone(),
+            },
+        ),
+        f if f.starts_with("fault=") => (
+            IRQ_FAULT_FIELDS,
+            IrqExpect::Fault {
+                name: Some(f["fault=".len()..].to_string()),
+                fields: fields.clone(),
+            },
+        ),
+        f => {
+            return err(
+                line,
+                format!("expect takes ok … or fault[=NAME] …, got '{f}'"),
+            );
+        }
+    };
+    if let Some((k, _)) = fields.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
+        return err(
+            line,
+            format!("unknown field '{k}' (want one of {allowed:?})"),
+        );
+    }
+    Ok(out)
+}
+
 fn call_spec(line: usize, t: &[String]) -> Result<CallSpec, ParseError> {
     let e = |s: &String| Expr(s.clone());
     match t.first().map(String::as_str) {
@@ -596,6 +758,48 @@ mod tests {
     }
 
     #[test]
+    fn parses_irq_operations() {
+        let s = parse(
+            "irq request dev=00:03.0 addr=0xfee00010 data=0 expect fault=0x22 index=0 recorded=1\n\
+             irq route-set id=4 dev=0x100 addr=0xfee00010 data=1\n\
+             expect-irq-invalidation indices first=4 count=2\n\
+             expect-no-irq-invalidation\n\
+             expect-route-updates {\n 4 changed ok vector=0x41\n 5\n}\n",
+        )
+        .unwrap();
+        assert_eq!(s.len(), 5);
+        match &s[0].op {
+            Op::Irq {
+                call: IrqCall::Request,
+                dev: DevRef::Bdf(0x18),
+                expect: Some(IrqExpect::Fault { name, fields }),
+                ..
+            } => {
+                assert_eq!(name.as_deref(), Some("0x22"));
+                assert_eq!(fields.len(), 2);
+            }
+            o => panic!("{o:?}"),
+        }
+        assert!(matches!(
+            &s[1].op,
+            Op::Irq {
+                call: IrqCall::RouteSet(_),
+                expect: None,
+                ..
+            }
+        ));
+        match &s[4].op {
+            Op::ExpectRouteUpdates(list) => {
+                assert_eq!(list.len(), 2);
+                assert_eq!(list[0].changed, Some(true));
+                assert!(matches!(list[0].expect, Some(IrqExpect::Ok(_))));
+                assert_eq!((list[1].changed, &list[1].expect), (None, &None));
+            }
+            o => panic!("{o:?}"),
+        }
+    }
+
+    #[test]
     fn errors_name_the_line() {
         let e = parse("model vtd\n\nfrobnicate 1\n").unwrap_err();
         assert_eq!(
@@ -621,6 +825,19 @@ mod tests {
                 .contains("hex")
         );
         assert!(parse("mmio poke 0 4 1\n").is_err());
+        assert!(
+            parse("irq route dev=1 addr=0 data=0\n")
+                .unwrap_err()
+                .msg
+                .contains("expect")
+        );
+        assert!(
+            parse("irq request dev=1 addr=0 data=0 expect ok colour=1\n")
+                .unwrap_err()
+                .msg
+                .contains("unknown field")
+        );
+        assert!(parse("expect-irq-invalidation indices first=1\n").is_err());
         assert!(parse("rpcit fh=1\n").unwrap_err().msg.contains("expect"));
         assert!(
             parse("host dev=1 junk\n")

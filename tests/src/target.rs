@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use viommu_shared::host::SharedSimHost;
+use viommu_shared::irq::{InterruptRemapper, IrFault};
 use viommu_shared::memory::{DmaMapping, MemoryEvent};
 use viommu_shared::regs::RecordingMsiSink;
 use viommu_shared::{AddrRange, Perm};
@@ -92,6 +93,18 @@ pub trait ScenarioTarget {
     /// Host DMA mappings of every passthrough device that reach guest-physical `range`.
     fn dma_mappings(&mut self, _range: AddrRange) -> Result<Vec<DmaMapping>, TargetError> {
         Err(TargetError::unsupported("the DMA-mapping query"))
+    }
+
+    /// The model's interrupt remapper (`irq …` operations); `None` (the default) when the
+    /// model does not remap interrupts.
+    fn interrupt_remapper(&self) -> Option<Arc<dyn InterruptRemapper>> {
+        None
+    }
+
+    /// The scenario name of an interrupt-remapping fault (`fault=NAME`). Default: the
+    /// architected code in lower-case hex (VT-d fault reasons, `0x22`).
+    fn irq_fault_name(&self, fault: &IrFault) -> String {
+        format!("{:#x}", fault.code)
     }
 
     /// An intercepted instruction (s390). Models without instructions keep the default.

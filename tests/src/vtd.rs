@@ -33,11 +33,16 @@
 //!   16 bits) is named `blocked`.
 //! - `host dev=D` attaches a `SharedSimHost` with `Vtd::attach_host` (the model needs
 //!   `cm=1` for that).
+//! - `irq …` go to the unit's `InterruptRemapper` implementation (the runner delivers
+//!   requests through a `RemappingMsiSink`, as a VMM wires an emulated device); faults are
+//!   named by their reason code in lower-case hex (`0x21`, `0x26`).
 
 use crate::expr::{Vars, eval};
 use crate::target::{DmaReq, ScenarioTarget, TargetEnv, TargetError, translate_pieces};
+use std::sync::Arc;
 use viommu_shared::AddrRange;
 use viommu_shared::host::SharedSimHost;
+use viommu_shared::irq::InterruptRemapper;
 use viommu_shared::memory::{DmaMapping, MemoryEvent, MemoryEvents};
 use viommu_vtd::{AddressWidth, Config, LargePages, Vtd, VtdError, VtdStats};
 
@@ -196,6 +201,10 @@ impl ScenarioTarget for VtdTarget {
         self.vtd
             .attach_host(dev, Box::new(host))
             .map_err(target_error)
+    }
+
+    fn interrupt_remapper(&self) -> Option<Arc<dyn InterruptRemapper>> {
+        Some(Arc::new(self.vtd.clone()))
     }
 }
 

@@ -86,10 +86,15 @@ pub struct Config {
     pub snoop_control: bool,
     /// ECAP.DT: device-TLB support (context TT=01b, device-TLB invalidation descriptors).
     pub device_tlb: bool,
-    /// ECAP.IR: interrupt remapping. Only the register handshake is modelled (IRTA latched on
-    /// SIRTP, IRE/CFI status); remapping itself is the VMM's.
+    /// ECAP.IR: interrupt remapping (IRTA/SIRTP, IRE, CFI, 128-bit IRTEs, IEC invalidation,
+    /// faults 0x20–0x26), reached through `viommu_shared::irq::InterruptRemapper` and
+    /// [`Vtd::deliver_msi`](crate::Vtd::deliver_msi). Off by default. IOAPIC and HPET
+    /// interrupts need no configuration here: the VMM passes the source id its DMAR device
+    /// scope gives them as `source`.
     pub interrupt_remapping: bool,
-    /// ECAP.EIM (only with interrupt remapping): x2APIC-mode interrupt remapping.
+    /// ECAP.EIM (only with interrupt remapping): x2APIC-mode interrupt remapping (IRTA.EIME,
+    /// 32-bit destinations). On by default, so turning on `interrupt_remapping` gives what a
+    /// guest with x2APIC or more than 255 vCPUs needs.
     pub extended_interrupt_mode: bool,
     /// Second-stage large pages advertised in CAP.SLLPS.
     pub large_pages: LargePages,
@@ -111,7 +116,7 @@ impl Default for Config {
             snoop_control: false,
             device_tlb: false,
             interrupt_remapping: false,
-            extended_interrupt_mode: false,
+            extended_interrupt_mode: true,
             large_pages: LargePages::default(),
             fault_records: 8,
             shadow: ShadowConfig::default(),

@@ -44,6 +44,24 @@ pub enum FaultReason {
     PagingEntryReserved = 0xc,
     /// 0xE: the output address is in the interrupt range 0xFEEx_xxxx.
     InterruptAddress = 0xe,
+    /// 0x20: an interrupt request in remappable format has reserved fields set (or its
+    /// address is not a DWORD below 4 GiB in 0xFEEx_xxxx).
+    IrRequestReserved = 0x20,
+    /// 0x21: the interrupt_index is beyond the table size (IRTA.S).
+    IrIndexOutOfRange = 0x21,
+    /// 0x22: the IRTE is not present (qualified: suppressed by the entry's FPD).
+    IrEntryNotPresent = 0x22,
+    /// 0x23: the interrupt remapping table could not be read.
+    IrTableAccess = 0x23,
+    /// 0x24: reserved (or conditionally reserved) fields set in a present IRTE.
+    IrEntryReserved = 0x24,
+    /// 0x25: a compatibility-format interrupt was blocked (IRTA.EIME set or GSTS.CFIS clear).
+    IrCompatibilityBlocked = 0x25,
+    /// 0x26: the IRTE's source validation (SVT/SQ/SID) rejected the requester (qualified).
+    IrSourceMismatch = 0x26,
+    /// 0x27: a posted-interrupt descriptor could not be accessed. Cannot occur: posted
+    /// interrupts are not supported (IRTE.IM is reserved, reason 0x24).
+    IrPostedDescriptorAccess = 0x27,
     /// 0x30: RTADDR.TTM programmed to a reserved value.
     SmInvalidRootTableAddress = 0x30,
     /// 0x31: request with PASID while the root table is in legacy mode (TTM 00b).
@@ -101,13 +119,20 @@ impl FaultReason {
     }
 
     /// Whether the fault is "qualified": suppressed when FPD is set in the context entry (or
-    /// the PASID directory/table entry). Faults met before a trustworthy entry was read —
+    /// the PASID directory/table entry; for interrupt-remapping faults, the IRTE: only 0x22
+    /// and 0x26 are qualified, spec 7.1.2). Faults met before a trustworthy entry was read —
     /// root problems, unreadable or malformed entries — are always reported (VT-d spec 7.1.2;
     /// the same split as QEMU's `vtd_is_qualified_fault`).
     pub const fn is_qualified(self) -> bool {
         !matches!(
             self,
             FaultReason::RootNotPresent
+                | FaultReason::IrRequestReserved
+                | FaultReason::IrIndexOutOfRange
+                | FaultReason::IrTableAccess
+                | FaultReason::IrEntryReserved
+                | FaultReason::IrCompatibilityBlocked
+                | FaultReason::IrPostedDescriptorAccess
                 | FaultReason::RootTableAccess
                 | FaultReason::ContextTableAccess
                 | FaultReason::RootReserved

@@ -25,6 +25,20 @@ pub enum PasidCacheScope {
     Global,
 }
 
+/// Scope of an interrupt-entry-cache invalidation (spec 6.5.2.7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IecScope {
+    /// G = 0: every entry.
+    Global,
+    /// G = 1: the 2^IM entries from IIDX with its low IM bits cleared.
+    Index {
+        /// First index.
+        first: u32,
+        /// Number of entries (2^IM).
+        count: u32,
+    },
+}
+
 /// One invalidation request, whichever interface it came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Invalidation {
@@ -77,8 +91,9 @@ pub enum Invalidation {
         /// Source id of the device.
         sid: u16,
     },
-    /// Interrupt entry cache invalidation (accepted; nothing is cached).
-    InterruptEntryCache,
+    /// Interrupt entry cache invalidation. Nothing is cached (every interrupt request reads its
+    /// IRTE), so it only notifies the VMM's interrupt routes.
+    InterruptEntryCache(IecScope),
     /// Invalidation wait.
     Wait {
         /// SW: write `data` (32 bits) to `addr`.
@@ -184,7 +199,16 @@ pub fn decode(q: [u64; 2], wide: bool, config: &Config) -> Result<Invalidation, 
         }
         4 => {
             check(0xffff_0000_07ff_f1e0, u64::MAX)?;
-            Ok(Invalidation::InterruptEntryCache)
+            if lo & (1 << 4) == 0 {
+                return Ok(Invalidation::InterruptEntryCache(IecScope::Global));
+            }
+            // IM (31:27) up to 31: the low IM bits of IIDX (47:32) are ignored.
+            let count = 1u32 << ((lo >> 27) & 0x1f);
+            let first = ((lo >> 32) & 0xffff) as u32 & !(count - 1);
+            Ok(Invalidation::InterruptEntryCache(IecScope::Index {
+                first,
+                count,
+            }))
         }
         5 => {
             // PD (7) is reserved: page-request draining is not supported (no ECAP.PDS).
@@ -314,6 +338,22 @@ mod tests {
         assert_eq!(
             decode([0, 0], false, &c),
             Err(DescriptorError::UnsupportedType(0))
+        );
+        // IEC: global; index-selective with IM = 2 (IIDX low bits ignored); reserved bit 5.
+        assert_eq!(
+            decode([4, 0], false, &c),
+            Ok(Invalidation::InterruptEntryCache(IecScope::Global))
+        );
+        assert_eq!(
+            decode([4 | (1 << 4) | (2 << 27) | (0x0107 << 32), 0], false, &c),
+            Ok(Invalidation::InterruptEntryCache(IecScope::Index {
+                first: 0x104,
+                count: 4
+            }))
+        );
+        assert_eq!(
+            decode([4 | (1 << 5), 0], false, &c),
+            Err(DescriptorError::Reserved)
         );
         let sm = Config {
             scalable_mode: true,

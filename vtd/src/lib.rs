@@ -23,6 +23,17 @@
 //!   [`MemoryEvents`](viommu_shared::memory::MemoryEvents), and the balloon's query of which
 //!   devices have a guest-physical range DMA-mapped (see [`viommu_shared::memory`]);
 //!   [`Vtd::set_alias`] for devices behind PCIe-to-PCI bridges.
+//! - Interrupt remapping ([`Config::interrupt_remapping`]): the unit implements
+//!   [`InterruptRemapper`](viommu_shared::irq::InterruptRemapper). A VMM resolves its KVM MSI
+//!   routes with `remap(source, msi, RemapMode::Route)` (or a
+//!   [`RouteTable`](viommu_shared::irq::RouteTable), which re-resolves exactly the routes a
+//!   guest invalidation affects); interrupt *requests* — an emulated device's MSI, an IOAPIC
+//!   or HPET message with the source id of the VMM's DMAR device scope — go through
+//!   [`Vtd::deliver_msi`] or a per-device
+//!   [`RemappingMsiSink`](viommu_shared::irq::RemappingMsiSink), which record faults
+//!   0x20–0x26 and deliver the remapped interrupt. DMA to input addresses 0xFEEx_xxxx is
+//!   never translated (spec 3.14): a device that writes its MSI through `IommuMemory` gets an
+//!   error, so wire its interrupt output to the remapper instead. IRTE formats: [`irte`].
 //! - Introspection: [`Vtd::fault_records`], [`Vtd::stats`], [`Vtd::host_mappings`],
 //!   [`Vtd::shadow_space`], [`Vtd::device_space`]; migration: [`Vtd::save`] /
 //!   [`Vtd::restore`].
@@ -82,6 +93,12 @@
 //! - Pass-through contexts bound input addresses by their AW (fault 0x4).
 //! - Output pages overlapping the interrupt range are cut to 4 KiB so no cached translation
 //!   reaches 0xFEEx_xxxx; the shadow never maps guest-physical 0xFEEx_xxxx.
+//! - Compatibility-format interrupts are blocked with fault 0x25 while remapping is on and
+//!   GSTS.CFIS is clear or IRTA.EIME is set (spec 5.1.2.1); QEMU passes them whenever
+//!   remapping is on. IRTE reserved bits, including the xAPIC-mode destination bits 39:32 and
+//!   63:48 and IM (no posted interrupts), give fault 0x24; QEMU checks fewer.
+//! - Requests without PASID to input addresses 0xFEEx_xxxx are interrupt requests, never
+//!   DMA-remapped, whatever the tables map there (spec 3.14).
 //! - Host map failures are not lost: out-of-resources triggers reclaim and retry, then a
 //!   typed error ([`VtdError::HostOutOfResources`]) from the call that processed the
 //!   invalidation; host mappings are coalesced.
@@ -89,8 +106,8 @@
 //! # Not modelled
 //!
 //! First-stage and nested translation (FLTS/NEST not advertised), ATS translation requests
-//! and page requests (PRS), advanced fault logging, protected memory regions, interrupt
-//! remapping itself (only its register handshake: IRTA/SIRTP/IRE/CFI), IQERCD, the
+//! and page requests (PRS), advanced fault logging, protected memory regions, posted
+//! interrupts (CAP.PI = 0: IRTE.IM is reserved, fault 0x24; reason 0x27 cannot occur), IQERCD, the
 //! invalidation time-out and completion errors (no ATS). Fault reason 0xD (translation
 //! request blocked by TT) cannot occur without ATS translation requests.
 
@@ -104,6 +121,7 @@ pub mod fault;
 pub mod format;
 pub mod fuzz_support;
 pub mod invalidation;
+pub mod irte;
 mod model;
 mod queue;
 pub mod regs;

@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::error::VtdError;
 use crate::fault::{Fault, FaultRecord};
 use crate::queue::Queue;
-use crate::regs::{CAP, ECAP, FRCD_BASE, GCMD_IRE, GSTS, REGS};
+use crate::regs::{CAP, ECAP, FRCD_BASE, GCMD_CFI, GCMD_IRE, GSTS, REGS};
 use crate::shadow::{HostBackend, ShadowedDevice, new_engine};
 use crate::snapshot::{QueueSnapshot, VtdSnapshot};
 use crate::space::Space;
@@ -17,8 +17,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use viommu_shared::AddrRange;
 use viommu_shared::dma::{DeviceIommu, DmaFault, DmaRequest, DmaTranslate, DmaTranslation};
 use viommu_shared::iotlb::IotlbRegistry;
+use viommu_shared::irq::{
+    InterruptRemapper, IrFault, IrInvalidation, IrListener, RemapMode, Resolution,
+};
 use viommu_shared::memory::{DmaMapping, MemoryEvent, MemoryEvents};
-use viommu_shared::regs::{MmioHandler, MsiSink, RegisterBank, RegisterFile, check_access};
+use viommu_shared::regs::{MmioHandler, Msi, MsiSink, RegisterBank, RegisterFile, check_access};
 use viommu_shared::shadow::{ShadowMapping, SyncReport};
 use vm_memory::GuestMemoryMmap;
 
@@ -51,6 +54,8 @@ struct Core {
     config: Config,
     /// Errors of writes made through [`MmioHandler`], which cannot return them.
     deferred: Mutex<Vec<VtdError>>,
+    /// Interrupt-remapping listeners (the VMM's route tables).
+    listeners: Mutex<Vec<Arc<dyn IrListener>>>,
 }
 
 /// Most errors kept for [`Vtd::take_deferred_errors`]; later ones are only counted.
@@ -61,6 +66,27 @@ impl Core {
         // A panic while holding the lock cannot leave the state torn in a way that matters
         // more than stopping every vCPU would; keep serving.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Ends a call: takes its error and its interrupt-remapping notifications, releases the
+    /// unit's lock, then tells the listeners (which may call back into the unit).
+    fn finish(&self, mut inner: MutexGuard<'_, Inner>) -> Result<(), VtdError> {
+        let result = inner.take_error();
+        let pending = std::mem::take(&mut inner.unit.ir_pending);
+        drop(inner);
+        if !pending.is_empty() {
+            let listeners = self
+                .listeners
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            for what in pending {
+                for l in &listeners {
+                    l.invalidated(what);
+                }
+            }
+        }
+        result
     }
 }
 
@@ -123,6 +149,7 @@ impl Vtd {
                 iotlb,
                 config,
                 deferred: Mutex::new(Vec::new()),
+                listeners: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -194,7 +221,7 @@ impl Vtd {
         } else {
             bank.write(unit, offset, len, value);
         }
-        inner.take_error()
+        self.core.finish(inner)
     }
 
     /// System reset: registers to their reset values, translation and queued invalidation
@@ -213,7 +240,9 @@ impl Vtd {
         unit.irta = None;
         unit.iotlb.invalidate_all();
         unit.refresh(|_, _| true);
-        inner.take_error()
+        // Remapping is off again: every route resolves differently.
+        unit.notify_ir(IrInvalidation::All);
+        self.core.finish(inner)
     }
 
     /// The emulated-device translation cache shared by every [`DeviceIommu`] of this unit.
@@ -259,7 +288,9 @@ impl Vtd {
         };
         unit.iotlb.invalidate_device(u32::from(rid));
         unit.refresh_device(rid);
-        inner.take_error()
+        // Interrupt requests carry the alias too: source validation may change.
+        unit.notify_ir(IrInvalidation::Source(rid));
+        self.core.finish(inner)
     }
 
     /// Shadows device `device_id`'s DMA address space into `host`: from now on the host maps
@@ -398,8 +429,8 @@ impl Vtd {
         self.core.lock().unit.irta
     }
 
-    /// Interrupt remapping as programmed: latched IRTA and GSTS.IRES. The VMM does the
-    /// remapping itself; the unit only models the register handshake.
+    /// Interrupt remapping as programmed: latched IRTA and GSTS.IRES/CFIS. The remapping
+    /// itself is [`InterruptRemapper::remap`] / [`deliver_msi`](Self::deliver_msi).
     pub fn interrupt_remapping(&self) -> InterruptRemapping {
         let inner = self.core.lock();
         let irta = inner.unit.irta.unwrap_or(0);
@@ -409,7 +440,28 @@ impl Vtd {
             extended: irta & (1 << 11) != 0,
             latched: inner.unit.irta.is_some(),
             enabled: inner.bank.regs().get_at(GSTS).unwrap_or(0) & GCMD_IRE != 0,
+            compatibility: inner.bank.regs().get_at(GSTS).unwrap_or(0) & GCMD_CFI != 0,
         }
+    }
+
+    /// An interrupt request from `source` arriving at the unit — an emulated device's MSI
+    /// (its DWORD write to 0xFEEx_xxxx), or an IOAPIC/HPET message with the source id the
+    /// VMM's DMAR device scope gives it: remapped in [`RemapMode::Request`] (faults are
+    /// recorded; the IRTE's FPD honoured) and, if allowed, delivered through the unit's
+    /// [`MsiSink`] as a compatibility-format MSI ([`Interrupt::to_msi`]). Requests from a
+    /// device with an alias ([`set_alias`](Self::set_alias)) carry the alias.
+    ///
+    /// [`Interrupt::to_msi`]: viommu_shared::irq::Interrupt::to_msi
+    pub fn deliver_msi(&self, source: u16, msi: Msi) -> Result<Resolution, IrFault> {
+        let (result, sink) = {
+            let mut inner = self.core.lock();
+            let Inner { bank, unit } = &mut *inner;
+            let r = unit.remap(bank.regs_mut(), source, msi, RemapMode::Request);
+            (r, unit.msi.clone())
+        };
+        let r = result?;
+        sink.send(r.interrupt.to_msi());
+        Ok(r)
     }
 
     /// The guest-visible state, for migration.
@@ -486,7 +538,8 @@ impl Vtd {
         let unit = &mut inner.unit;
         unit.iotlb.invalidate_all();
         unit.refresh(|_, _| true);
-        inner.take_error()
+        unit.notify_ir(IrInvalidation::All);
+        self.core.finish(inner)
     }
 }
 
@@ -504,6 +557,8 @@ pub struct InterruptRemapping {
     pub latched: bool,
     /// GSTS.IRES.
     pub enabled: bool,
+    /// GSTS.CFIS: compatibility-format interrupts pass (unless EIME).
+    pub compatibility: bool,
 }
 
 /// Register accesses from a `vm-device` bus through `viommu_shared::regs::MmioAdapter`:
@@ -527,6 +582,30 @@ impl MmioHandler for Vtd {
                 self.core.lock().unit.stats.errors_not_returned += 1;
             }
         }
+    }
+}
+
+/// Interrupt remapping (VT-d spec chapter 5). `source` is the requester id (aliases apply) or
+/// the IOAPIC/HPET source id of the VMM's DMAR device scope. With GSTS.IRES clear every
+/// request passes as a compatibility-format interrupt. Nothing is cached: each call reads
+/// the IRTE, so a result is current as of the call; listeners hear of every global and
+/// index-selective interrupt-entry-cache invalidation, SIRTP, IRE and CFI change, reset and
+/// restore. A fault's `recorded` is true when it went to the fault recording logic (a new
+/// record, collapsed into a pending one of the same source, or an overflow), false in route
+/// mode and when the IRTE's FPD suppressed it (0x22, 0x26).
+impl InterruptRemapper for Vtd {
+    fn remap(&self, source: u16, msi: Msi, mode: RemapMode) -> Result<Resolution, IrFault> {
+        let mut inner = self.core.lock();
+        let Inner { bank, unit } = &mut *inner;
+        unit.remap(bank.regs_mut(), source, msi, mode)
+    }
+
+    fn add_listener(&self, listener: Arc<dyn IrListener>) {
+        self.core
+            .listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(listener);
     }
 }
 

@@ -122,6 +122,15 @@ pub mod desc {
         [4, 0]
     }
 
+    /// Index-selective interrupt-entry-cache invalidation of the 2^`im` entries from
+    /// `index` (low `im` bits ignored).
+    pub fn iec_index(index: u16, im: u8) -> [u64; 2] {
+        [
+            4 | (1 << 4) | (u64::from(im & 0x1f) << 27) | (u64::from(index) << 32),
+            0,
+        ]
+    }
+
     /// Device-TLB invalidation (needs ECAP.DT).
     pub fn device_tlb(sid: u16, addr: u64, size_bit: bool) -> [u64; 2] {
         [3 | (u64::from(sid) << 32), addr | u64::from(size_bit)]
@@ -421,6 +430,38 @@ impl<'a> GuestDriver<'a> {
             return self.submit(&[desc::iotlb_domain(did)]);
         }
         self.submit(&[desc::iotlb_page(did, iova, am as u8, ih)])
+    }
+
+    /// Linux's interrupt-remapping bring-up (`iommu_set_irq_remapping` +
+    /// `iommu_enable_irq_remapping`, anchors-x86.md §3.1 step 2): allocates a 65536-entry
+    /// table (1 MiB), IRTA = table | EIME (if `x2apic`) | S = 0xf, SIRTP, a global IEC unless
+    /// CAP.ESIRTPS, IRE, and CFI cleared if CFIS reads set. Queued invalidation must be on.
+    /// Returns the table address.
+    pub fn enable_interrupt_remapping(&mut self, x2apic: bool) -> Result<u64, DriverError> {
+        let table = self.alloc(256)?;
+        let eime = if x2apic { crate::irte::IRTA_EIME } else { 0 };
+        self.vtd.mmio_write(IRTA, 8, table | eime | 0xf)?;
+        self.gcmd(GCMD_SIRTP, true)?;
+        if self.vtd.cap() & crate::caps::CAP_ESIRTPS == 0 {
+            self.submit(&[desc::iec_global()])?;
+        }
+        self.gcmd(GCMD_IRE, true)?;
+        if self.read32(GSTS) & GCMD_CFI != 0 {
+            self.gcmd(GCMD_CFI, false)?;
+        }
+        Ok(table)
+    }
+
+    /// `modify_irte`: writes 128-bit entry `index` of the table at `table`, then
+    /// `qi_flush_iec(index, 0)` and a wait.
+    pub fn write_irte(
+        &mut self,
+        table: u64,
+        index: u16,
+        irte: [u64; 2],
+    ) -> Result<(), DriverError> {
+        self.write(table + u64::from(index) * 16, &irte)?;
+        self.submit(&[desc::iec_index(index, 0)])
     }
 
     /// Programs the fault event interrupt and unmasks it (`dmar_set_interrupt`).

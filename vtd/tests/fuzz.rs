@@ -107,6 +107,46 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(index, am, global)| Op::Flush { index, am, global }),
         1 => Just(Op::SaveRestore),
         1 => (0u8..3, 0u8..64).prop_map(|(flavour, limit)| Op::Reattach { flavour, limit }),
+        3 => (prop::sample::select(vec![0u16, 1, 2, 3, 5, 2047, 7]), irte(), 0u8..4, prop::bool::weighted(0.8))
+            .prop_map(|(index, entry, im, flush)| Op::Irte { index, entry, im, flush }),
+        3 => (prop::sample::select(vec![DEV, 0x11, 0xff00, 0x1234]), irq_address(), prop_oneof![Just(0u32), any::<u32>()], any::<bool>())
+            .prop_map(|(source, address, data, route)| Op::Irq { source, address, data, route }),
+    ]
+}
+
+/// A present IRTE with random fields (x2APIC destination), sometimes one bit flipped.
+fn irte() -> impl Strategy<Value = [u64; 2]> {
+    let valid = (
+        any::<u8>(),
+        any::<u32>(),
+        0u64..8,
+        0u64..3,
+        any::<u16>(),
+        0u64..4,
+        any::<u8>(),
+    )
+        .prop_map(|(vector, dest, dlm, svt, sid, sq, flags)| {
+            let dlm = if dlm == 3 || dlm == 6 { 0 } else { dlm };
+            [
+                1 | u64::from(flags & 0x1e)
+                    | (dlm << 5)
+                    | (u64::from(vector) << 16)
+                    | (u64::from(dest) << 32),
+                u64::from(sid) | (sq << 16) | (svt << 18),
+            ]
+        });
+    prop_oneof![
+        4 => valid.clone(),
+        1 => (valid, 0u32..128).prop_map(|([lo, hi], b)| if b < 64 { [lo ^ (1 << b), hi] } else { [lo, hi ^ (1 << (b - 64))] }),
+        1 => any::<[u64; 2]>(),
+    ]
+}
+
+fn irq_address() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        4 => (0u64..2050).prop_map(|i| 0xfee0_0018 | ((i & 0x7fff) << 5) | ((i >> 15) << 2)),
+        1 => (0u64..0x10_0000).prop_map(|a| 0xfee0_0000 | (a & !0x10)),
+        1 => any::<u64>(),
     ]
 }
 

@@ -1,8 +1,10 @@
 //! Fuzz target `vtd`: a hostile guest driving one unit — random register writes, descriptors
 //! (well-formed and raw) in the invalidation queue, writes into the root/context/PASID and
 //! page tables, Linux-like map/unmap/flush sequences, emulated DMA, aliases, resets,
-//! save/restore — with a passthrough device shadowed into a [`SharedSimHost`], in legacy or
-//! scalable mode, with 3-, 4- or 5-level tables.
+//! save/restore, interrupt-remapping table entries (written with or without an index-selective
+//! IEC) and interrupt requests / VMM route resolutions — with a passthrough device shadowed
+//! into a [`SharedSimHost`], in legacy or scalable mode, with 3-, 4- or 5-level tables, and
+//! a VMM [`RouteTable`] of interrupt routes kept current by the unit's notifications.
 //!
 //! Oracles, after every step ([`World::check`]): only defined GSTS/FSTS bits are set; IQH
 //! stays inside the queue latched by QIE and aligned to its descriptor size; the host holds
@@ -12,9 +14,14 @@
 //! tables give right now, with no more permission (the invalidation is a barrier). Emulated
 //! DMA answers are well formed and allow the access. Only host out-of-resources may fail a
 //! call. Save then restore round-trips. Detaching removes every host mapping and returns
-//! every host entry.
+//! every host entry. Interrupt remapping: a route-mode resolution changes nothing
+//! guest-visible and agrees with the request-mode one (which delivers exactly the remapped
+//! interrupt, or records at most one fault, with an architected reason 0x20–0x26); after an
+//! index-selective IEC completes, every route using an invalidated entry equals a fresh
+//! resolution, and after reset or restore every route does.
 
 use crate::format::SecondStage;
+use crate::irte::{self, Irte, SourceValidation};
 use crate::regs::*;
 use crate::space::{SpaceView, format_of};
 use crate::testing::{desc, entry};
@@ -25,8 +32,11 @@ use std::sync::atomic::Ordering;
 use viommu_shared::dma::{DmaRequest, DmaTranslate};
 use viommu_shared::fuzz_support::check_record_matches_host;
 use viommu_shared::host::{HostDma, HostFlavour, SharedSimHost, SimHostConfig};
+use viommu_shared::irq::{
+    DeliveryMode, DestinationMode, Interrupt, InterruptRemapper, RemapMode, RouteTable, TriggerMode,
+};
 use viommu_shared::pt::WalkLimits;
-use viommu_shared::regs::RecordingMsiSink;
+use viommu_shared::regs::{Msi, RecordingMsiSink};
 use viommu_shared::shadow::{GuestView, Record, ShadowConfig};
 use viommu_shared::testing::guest_memory;
 use viommu_shared::{AddrRange, Perm};
@@ -56,6 +66,22 @@ pub const DATA: u64 = 0x40_0000;
 pub const DEV: u16 = 0x10;
 /// Domain id of the device's context (legacy) or PASID entry (scalable).
 pub const DID: u16 = 1;
+/// Interrupt remapping table (2^(IRT_S + 1) = 2048 entries, inside the structures that
+/// [`Op::Poke`] reaches).
+pub const IRT: u64 = 0x1_8000;
+/// IRTA.S of the booted unit.
+pub const IRT_S: u64 = 10;
+/// Source id of the IOAPIC (the VMM's DMAR device scope).
+pub const IOAPIC: u16 = 0xff00;
+/// The VMM's interrupt routes: source and IRTE index (remappable format, SHV, subhandle 0).
+pub const ROUTES: &[(u16, u16)] = &[
+    (DEV, 0),
+    (DEV, 1),
+    (DEV, 5),
+    (0x11, 2),
+    (IOAPIC, 3),
+    (DEV, 2047),
+];
 /// Guest-physical interrupt range no shadow may map.
 const INTERRUPT_RANGE: AddrRange = AddrRange::new(0xfee0_0000, 0xfef0_0000);
 
@@ -240,6 +266,110 @@ pub enum Op {
     },
     /// Migration round trip: save, then restore the same state.
     SaveRestore,
+    /// The guest writes IRTE `index % 2048` of the table at [`IRT`]; with `flush`, like
+    /// Linux's `modify_irte`, an index-selective IEC of 2^(`im % 4`) entries around it and a
+    /// wait follow.
+    Irte {
+        /// Entry index (`% 2048`).
+        index: u16,
+        /// The 128-bit entry.
+        #[arbitrary(with = irte_value)]
+        entry: [u64; 2],
+        /// Index mask of the IEC.
+        im: u8,
+        /// Invalidate (else lazy: the guest forgot).
+        flush: bool,
+    },
+    /// An interrupt request from `source` (an emulated device's MSI through
+    /// `Vtd::deliver_msi`), or only the VMM resolving it for a route (`route`).
+    Irq {
+        /// Source id.
+        #[arbitrary(with = irq_source)]
+        source: u16,
+        /// MSI address.
+        #[arbitrary(with = irq_address)]
+        address: u64,
+        /// MSI data.
+        data: u32,
+        /// Route mode only.
+        route: bool,
+    },
+}
+
+fn irte_value(u: &mut Unstructured) -> arbitrary::Result<[u64; 2]> {
+    let kind = u.arbitrary::<u8>()?;
+    if kind % 3 == 2 {
+        return Ok([u.arbitrary()?, u.arbitrary()?]);
+    }
+    let x2apic = u.arbitrary::<bool>()?;
+    let dest = u.arbitrary::<u32>()?;
+    let validation = match u.arbitrary::<u8>()? % 4 {
+        0 => SourceValidation::None,
+        1 => SourceValidation::Requester {
+            sid: *u.choose(&[DEV, 0x11, IOAPIC, 0x17])?,
+            sq: u.arbitrary::<u8>()? % 4,
+        },
+        2 => SourceValidation::BusRange {
+            start: u.arbitrary()?,
+            end: u.arbitrary()?,
+        },
+        _ => SourceValidation::Requester {
+            sid: u.arbitrary()?,
+            sq: u.arbitrary::<u8>()? % 4,
+        },
+    };
+    let e = Irte {
+        fpd: u.arbitrary()?,
+        interrupt: Interrupt {
+            destination: if x2apic { dest } else { dest & 0xff },
+            vector: u.arbitrary()?,
+            delivery: DeliveryMode::from_bits(u.arbitrary::<u8>()?).unwrap_or(DeliveryMode::Fixed),
+            destination_mode: if u.arbitrary()? {
+                DestinationMode::Logical
+            } else {
+                DestinationMode::Physical
+            },
+            trigger: if u.arbitrary()? {
+                TriggerMode::Level
+            } else {
+                TriggerMode::Edge
+            },
+            redirection_hint: u.arbitrary()?,
+        },
+        validation,
+    };
+    let [lo, hi] = irte::encode(&e, x2apic);
+    if kind % 3 == 1 {
+        // One flipped bit: reserved bits, P, FPD, SVT = 11b, reserved delivery modes.
+        let bit = u.arbitrary::<u8>()? % 128;
+        return Ok(if bit < 64 {
+            [lo ^ (1 << bit), hi]
+        } else {
+            [lo, hi ^ (1 << (bit - 64))]
+        });
+    }
+    Ok([lo, hi])
+}
+
+fn irq_source(u: &mut Unstructured) -> arbitrary::Result<u16> {
+    Ok(match u.arbitrary::<u8>()? % 5 {
+        0 | 1 => DEV,
+        2 => IOAPIC,
+        3 => 0x11,
+        _ => u.arbitrary::<u16>()?,
+    })
+}
+
+fn irq_address(u: &mut Unstructured) -> arbitrary::Result<u64> {
+    Ok(match u.arbitrary::<u8>()? % 5 {
+        // Linux's message for an entry of the table (or just beyond it).
+        0 | 1 => irte::remappable_msi(u.arbitrary::<u16>()? % 2050).address,
+        // Remappable format, any handle, SHV or not.
+        2 => 0xfee0_0010 | (u64::from(u.arbitrary::<u16>()?) & 0xffef),
+        // Compatibility format.
+        3 => 0xfee0_0000 | (u64::from(u.arbitrary::<u32>()?) & 0xf_ffef),
+        _ => u.arbitrary::<u64>()?,
+    })
 }
 
 const KNOWN_REGS: &[u64] = &[
@@ -360,6 +490,28 @@ pub struct World {
     host_config: (HostFlavour, u32),
     scalable: bool,
     tail: u64,
+    /// The unit's interrupt output (fault events, remapped interrupts).
+    msi: Arc<RecordingMsiSink>,
+    /// The VMM's interrupt routes ([`ROUTES`] and one compatibility-format MSI).
+    routes: Arc<RouteTable>,
+}
+
+/// The route table's entries: (route id, source, MSI).
+fn route_list() -> Vec<(u32, u16, Msi)> {
+    let mut out: Vec<(u32, u16, Msi)> = ROUTES
+        .iter()
+        .enumerate()
+        .map(|(i, &(src, idx))| (i as u32, src, irte::remappable_msi(idx)))
+        .collect();
+    out.push((
+        ROUTES.len() as u32,
+        DEV,
+        Msi {
+            address: 0xfee0_1000,
+            data: 0x30,
+        },
+    ));
+    out
 }
 
 /// Results of calls that process invalidations: only host out-of-resources is acceptable.
@@ -391,7 +543,12 @@ impl World {
             },
             ..Config::default()
         };
-        let vtd = Vtd::new(config, mem.clone(), Arc::new(RecordingMsiSink::new()));
+        let msi = Arc::new(RecordingMsiSink::new());
+        let vtd = Vtd::new(config, mem.clone(), msi.clone());
+        let routes = RouteTable::new(Arc::new(vtd.clone()), None);
+        for (id, src, m) in route_list() {
+            let _ = routes.set(id, src, m);
+        }
         let host_config = (flavour(setup.flavour), u32::from(setup.limit % 64) + 1);
         let host = SharedSimHost::new(
             SimHostConfig::vtd()
@@ -409,6 +566,8 @@ impl World {
             host_config,
             scalable: setup.scalable,
             tail: 0,
+            msi,
+            routes,
         };
         if !setup.blank {
             w.boot(3 + setup.levels % 3)?;
@@ -460,10 +619,19 @@ impl World {
         for (off, val) in [
             (RTADDR, ROOT | ttm),
             (IQA, QUEUE | if self.scalable { IQA_DW } else { 0 }),
+            (IRTA, IRT | irte::IRTA_EIME | IRT_S),
         ] {
             expect_ok_or_oor(v.mmio_write(off, 8, val), "boot")?;
         }
-        for cmd in [GCMD_SRTP, GCMD_QIE, GCMD_QIE | GCMD_TE] {
+        // Interrupt remapping comes up with queued invalidation, before translation
+        // (anchors-x86.md §3.1).
+        for cmd in [
+            GCMD_SRTP,
+            GCMD_QIE,
+            GCMD_QIE | GCMD_SIRTP,
+            GCMD_QIE | GCMD_IRE,
+            GCMD_QIE | GCMD_IRE | GCMD_TE,
+        ] {
             expect_ok_or_oor(v.mmio_write(GCMD, 4, cmd), "boot")?;
         }
         Ok(())
@@ -535,6 +703,7 @@ impl World {
             Op::Reset => {
                 expect_ok_or_oor(self.vtd.reset(), "reset")?;
                 self.tail = 0;
+                self.check_routes(|_| true, "reset")?;
             }
             Op::Reattach { flavour: f, limit } => {
                 self.detach()?;
@@ -556,9 +725,138 @@ impl World {
                 if self.vtd.save() != saved {
                     return Err("save after restore differs from the restored state".into());
                 }
+                self.check_routes(|_| true, "restore")?;
             }
+            Op::Irte {
+                index,
+                entry,
+                im,
+                flush,
+            } => self.irte(index % 2048, entry, im % 4, flush)?,
+            Op::Irq {
+                source,
+                address,
+                data,
+                route,
+            } => self.irq(source, Msi { address, data }, route)?,
         }
         self.check()
+    }
+
+    /// Writes an IRTE; with `flush`, `qi_flush_iec(index, im)` and a wait, after which every
+    /// route using an invalidated entry must equal a fresh resolution.
+    fn irte(&mut self, index: u16, entry: [u64; 2], im: u8, flush: bool) -> Result<(), String> {
+        self.write(IRT + u64::from(index) * 16, &entry);
+        if !flush {
+            return Ok(());
+        }
+        let _ = self
+            .mem
+            .store(0u32, GuestAddress(STATUS), Ordering::Release);
+        self.queue(
+            &[
+                desc::iec_index(index, im),
+                desc::wait(Some((STATUS, 2)), false),
+            ],
+            true,
+        )?;
+        let done: u32 = self
+            .mem
+            .load(GuestAddress(STATUS), Ordering::Acquire)
+            .unwrap_or(0);
+        if done != 2 {
+            return Ok(());
+        }
+        let count = 1u32 << im;
+        let first = u32::from(index) & !(count - 1);
+        self.check_routes(
+            |i| i.is_some_and(|i| i >= first && i < first + count),
+            "index-selective IEC",
+        )
+    }
+
+    /// Takes the route table's pending updates, then requires every route whose remappable
+    /// index satisfies `covered` to equal a fresh route-mode resolution.
+    pub fn check_routes(
+        &self,
+        covered: impl Fn(Option<u32>) -> bool,
+        after: &str,
+    ) -> Result<(), String> {
+        self.routes.take_updates();
+        for (id, src, m) in route_list() {
+            let index = match irte::classify(m) {
+                Ok(irte::RequestFormat::Remappable { index }) => Some(index),
+                _ => None,
+            };
+            if !covered(index) {
+                continue;
+            }
+            let fresh = self.vtd.remap(src, m, RemapMode::Route);
+            let cached = self.routes.get(id);
+            if cached != Some(fresh) {
+                return Err(format!(
+                    "after {after}: route {id} ({src:#x}, {m:x?}) is {cached:?}, a fresh \
+                     resolution gives {fresh:?}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// One interrupt: resolved for a route (nothing guest-visible may change), then, unless
+    /// `route_only`, delivered as a request (the same answer; exactly the remapped interrupt
+    /// sent, or at most one fault handled).
+    fn irq(&mut self, source: u16, msi: Msi, route_only: bool) -> Result<(), String> {
+        let v = &self.vtd;
+        self.msi.take();
+        let before = (v.stats(), v.fault_records(), v.mmio_read(FSTS, 4));
+        let routed = v.remap(source, msi, RemapMode::Route);
+        let after = (v.stats(), v.fault_records(), v.mmio_read(FSTS, 4));
+        if before != after || !self.msi.is_empty() {
+            return Err(format!(
+                "route-mode resolution of {msi:x?} changed the unit"
+            ));
+        }
+        if let Err(f) = routed
+            && (f.recorded || !(f.code == 0 || (0x20..=0x26).contains(&f.code)))
+        {
+            return Err(format!("route-mode fault {f:?}"));
+        }
+        if route_only {
+            return Ok(());
+        }
+        let handled = |s: &crate::VtdStats| {
+            s.faults_recorded + s.faults_compressed + s.faults_overflowed + s.faults_suppressed
+        };
+        let delivered = v.deliver_msi(source, msi);
+        let sent = self.msi.take();
+        let stats = v.stats();
+        match (routed, delivered) {
+            (Ok(a), Ok(b)) => {
+                if a != b || sent != [b.interrupt.to_msi()] {
+                    return Err(format!(
+                        "request {msi:x?} from {source:#x}: route {a:?}, request {b:?}, sent {sent:x?}"
+                    ));
+                }
+                if let Some(i) = b.index {
+                    let ir = v.interrupt_remapping();
+                    if !ir.enabled || i >= ir.entries {
+                        return Err(format!("remapped through entry {i} of {ir:?}"));
+                    }
+                }
+            }
+            (Err(a), Err(b)) => {
+                if (a.kind, a.code, a.index) != (b.kind, b.code, b.index) {
+                    return Err(format!("route fault {a:?}, request fault {b:?}"));
+                }
+                let n = handled(&stats) - handled(&before.0);
+                if n > 1 || (b.recorded && n != 1) || (b.code == 0 && n != 0) {
+                    return Err(format!("fault {b:?} handled {n} times"));
+                }
+            }
+            (a, b) => return Err(format!("route {a:?} but request {b:?}")),
+        }
+        Ok(())
     }
 
     fn flush(&mut self, index: u16, am: u8, global: bool) -> Result<(), String> {
@@ -740,7 +1038,7 @@ pub fn encode(input: &Input) -> Vec<u8> {
         .u8(s.flavour)
         .u8(s.limit)
         .bool(s.blank);
-    const N: u32 = 12;
+    const N: u32 = 14;
     for op in &input.ops {
         match *op {
             Op::Write { offset, len, value } => {
@@ -815,6 +1113,34 @@ pub fn encode(input: &Input) -> Vec<u8> {
             }
             Op::SaveRestore => {
                 e.variant(11, N);
+            }
+            Op::Irte {
+                index,
+                entry,
+                im,
+                flush,
+            } => {
+                e.variant(12, N)
+                    .u16(index)
+                    .u8(2)
+                    .u64(entry[0])
+                    .u64(entry[1])
+                    .u8(im)
+                    .bool(flush);
+            }
+            Op::Irq {
+                source,
+                address,
+                data,
+                route,
+            } => {
+                e.variant(13, N)
+                    .u8(4)
+                    .u16(source)
+                    .u8(4)
+                    .u64(address)
+                    .u32(data)
+                    .bool(route);
             }
         }
     }

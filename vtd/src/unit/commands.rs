@@ -5,9 +5,11 @@ use super::Unit;
 use crate::caps::MAMV;
 use crate::events;
 use crate::invalidation::{self, Invalidation};
+use crate::irte::IRTA_EIME;
 use crate::queue::Queue;
 use crate::regs::*;
 use crate::tables::{RootMode, RootPointer};
+use viommu_shared::irq::IrInvalidation;
 use viommu_shared::regs::{RegWrite, RegisterFile, WriteHandler};
 
 /// The register write handlers (one per side-effecting register).
@@ -21,6 +23,7 @@ pub(crate) static HANDLERS: &[(u64, WriteHandler<Unit>)] = &[
     (IQA, on_iqa),
     (ICS, on_ics),
     (IECTL, on_iectl),
+    (IRTA, on_irta),
     (IOTLB, on_iotlb),
 ];
 
@@ -74,6 +77,13 @@ fn on_iectl(u: &mut Unit, regs: &mut RegisterFile, w: RegWrite) {
     events::iectl_written(regs, &*u.msi, &w);
 }
 
+fn on_irta(u: &mut Unit, regs: &mut RegisterFile, _w: RegWrite) {
+    if !u.config.eim() {
+        // EIME is reserved (reads 0) without ECAP.EIM.
+        regs.update_at(IRTA, IRTA_EIME, 0);
+    }
+}
+
 fn on_iotlb(u: &mut Unit, regs: &mut RegisterFile, w: RegWrite) {
     if w.wrote_ones(IOTLB_IVT) != 0 {
         u.iotlb_command(regs, w.new);
@@ -99,15 +109,25 @@ impl Unit {
             }
         }
         if self.config.interrupt_remapping {
+            // Every change of what remapping resolves to notifies the VMM's routes.
             if cmd & GCMD_SIRTP != 0 {
                 self.irta = regs.get_at(IRTA);
                 regs.update_at(GSTS, GCMD_SIRTP, GCMD_SIRTP);
+                // CAP.ESIRTPS: SIRTP also invalidates the interrupt entry cache.
+                self.notify_ir(IrInvalidation::All);
             }
             if changed(GCMD_IRE) {
                 regs.update_at(GSTS, GCMD_IRE, cmd & GCMD_IRE);
+                if cmd & GCMD_IRE == 0 && !self.translating {
+                    // The next-record index resets when both remapping functions are off
+                    // (7.2.1).
+                    self.faults.reset_index();
+                }
+                self.notify_ir(IrInvalidation::All);
             }
             if changed(GCMD_CFI) {
                 regs.update_at(GSTS, GCMD_CFI, cmd & GCMD_CFI);
+                self.notify_ir(IrInvalidation::All);
             }
         }
         // WBF: no write buffer (CAP.RWBF = 0); the flush completes at once (WBFS reads 0).

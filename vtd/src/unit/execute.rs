@@ -3,10 +3,11 @@
 
 use super::{Unit, sid_matches};
 use crate::events;
-use crate::invalidation::{Invalidation, PasidCacheScope};
+use crate::invalidation::{IecScope, Invalidation, PasidCacheScope};
 use crate::shadow::Extent;
 use crate::space::Space;
 use std::sync::atomic::Ordering;
+use viommu_shared::irq::IrInvalidation;
 use viommu_shared::regs::RegisterFile;
 use vm_memory::{Bytes, GuestAddress};
 
@@ -103,7 +104,10 @@ impl Unit {
                 }
             },
             Invalidation::DeviceTlb { sid } => self.invalidate_devices(sid, 0),
-            Invalidation::InterruptEntryCache => {}
+            Invalidation::InterruptEntryCache(scope) => self.notify_ir(match scope {
+                IecScope::Global => IrInvalidation::All,
+                IecScope::Index { first, count } => IrInvalidation::Indices { first, count },
+            }),
             Invalidation::Wait {
                 status, interrupt, ..
             } => {

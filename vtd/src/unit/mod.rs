@@ -4,6 +4,7 @@
 mod commands;
 mod execute;
 mod queued;
+mod remap;
 mod translate;
 
 pub(crate) use commands::HANDLERS;
@@ -19,6 +20,7 @@ use crate::tables::{RootPointer, Tables};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use viommu_shared::iotlb::IotlbRegistry;
+use viommu_shared::irq::IrInvalidation;
 use viommu_shared::regs::MsiSink;
 use vm_memory::GuestMemoryMmap;
 
@@ -44,6 +46,8 @@ pub(crate) struct Unit {
     pub(crate) last_fault: Option<Fault>,
     /// First error of the current call, returned by it.
     pub(crate) error: Option<VtdError>,
+    /// Interrupt-remapping invalidations of the current call, for the VMM's listeners.
+    pub(crate) ir_pending: Vec<IrInvalidation>,
 }
 
 /// Function-mask bits ignored when matching source ids (FM 0..3).
@@ -77,6 +81,7 @@ impl Unit {
             stats: VtdStats::default(),
             last_fault: None,
             error: None,
+            ir_pending: Vec::new(),
         }
     }
 

@@ -6,6 +6,7 @@ use crate::shadow::INTERRUPT_RANGE;
 use crate::space::Space;
 use crate::tables::{LookupFault, RootMode};
 use viommu_shared::dma::{DmaFault, DmaFaultKind, DmaRequest, DmaTranslation};
+use viommu_shared::irq::interrupt::is_msi_address;
 use viommu_shared::pt::{WalkFault, Walker};
 use viommu_shared::regs::RegisterFile;
 use viommu_shared::{AddrRange, Perm};
@@ -14,7 +15,7 @@ impl Unit {
     // ---- Emulated-device DMA --------------------------------------------------------
 
     /// Records `fault` unless FPD suppresses it.
-    fn report(&mut self, regs: &mut RegisterFile, fault: Fault, fpd: bool) {
+    pub(crate) fn report(&mut self, regs: &mut RegisterFile, fault: Fault, fpd: bool) {
         self.last_fault = Some(fault);
         if fpd && fault.reason.is_qualified() {
             self.stats.faults_suppressed += 1;
@@ -40,6 +41,13 @@ impl Unit {
             // Not a PCI requester: nothing the unit could log.
             return Err(DmaFault::new(req.iova, DmaFaultKind::Blocked));
         };
+        if req.pasid.is_none() && is_msi_address(req.iova) {
+            // Spec 3.14: requests without PASID to 0xFEEx_xxxx are interrupt requests, never
+            // DMA-remapped (whatever the tables map there); reads and non-DWORD writes are
+            // discarded. A device's MSI goes through `Vtd::deliver_msi` /
+            // `RemappingMsiSink`, which remaps it and records interrupt-remapping faults.
+            return Err(DmaFault::new(req.iova, DmaFaultKind::Blocked));
+        }
         if !self.translating {
             let (iova, size) = identity_page(req.iova, u64::MAX);
             return Ok(DmaTranslation {
