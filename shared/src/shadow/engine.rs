@@ -438,9 +438,18 @@ impl<H: HostDma> ShadowEngine<H> {
         let mut batch = SyncBatch::default();
         for range in ranges {
             for m in self.withheld.overlapping_gpa(*range) {
-                // An earlier sync in this loop may already have re-planned it.
-                if self.withheld.starting_at(m.iova) == Some(m) {
-                    batch.add(self.sync(view, self.aligned(m.iova_range())));
+                // An earlier sync in this loop may already have re-planned all or part of
+                // it (a window cuts a withheld piece and keeps the parts outside): sync what
+                // is still withheld of it and lands in `range`.
+                let mut rest = self.withheld.starting_in(m.iova_range());
+                rest.extend(self.withheld.spanning(m.iova));
+                let hull = rest
+                    .iter()
+                    .filter(|r| AddrRange::from_len(r.gpa, r.size).overlaps(range))
+                    .map(|r| r.iova_range().intersect(&m.iova_range()))
+                    .reduce(|a, b| a.union_hull(&b));
+                if let Some(h) = hull.filter(|h| !h.is_empty()) {
+                    batch.add(self.sync(view, self.aligned(h)));
                 }
             }
         }
