@@ -7,15 +7,17 @@
 //! Oracles ([`check_walk`]): never panics; every leaf is a page the format can map (at least
 //! its slot, at most half its table's span, never at the top of a 6-level table, aligned,
 //! below 2^52); the enumeration is sorted and non-overlapping ([`check_enumeration`]); a
-//! lookup finds every enumerated leaf at its first slot and at the first in-range address;
-//! every successful lookup contains its address and, in a completely enumerated range, was
-//! enumerated or lies inside an enumerated NextLevel-7 page (whose other slots the
-//! enumeration skips).
+//! lookup finds every enumerated leaf at its first slot; every successful lookup contains
+//! its address and, in a completely enumerated range, was enumerated, or lies inside an
+//! enumerated NextLevel-7 page (whose other slots the enumeration skips), or is a
+//! NextLevel-7 page looked up at a later slot than its first (refused by an enumeration
+//! that visited a disagreeing slot before).
 //!
 //! A NextLevel-7 page is valid only where its first slot holds the same entry (the spec
 //! asks for the entry in every slot it covers, 2.2.3): the shared walker checks that slot in
-//! lookups and enumerations alike, so a page replicated inconsistently is a `Reserved` fault
-//! at the slots whose first slot disagrees, and enumerated leaves never overlap. Slots in the
+//! lookups and enumerations alike, and an enumeration takes such a page at a later slot only
+//! at the first slot it visits in that table, so a page replicated inconsistently is a
+//! `Reserved` fault there and enumerated leaves never overlap. Slots in the
 //! middle of a valid page that hold something else are not read by the enumeration (it
 //! skips the page's other slots): the page covers them.
 
@@ -219,15 +221,14 @@ pub fn check_walk(
     // first slot wherever it meets the page (see the module documentation).
     check_enumeration(leaves, range).map_err(|e| format!("enumeration: {e}"))?;
     for l in leaves.iter().take(64) {
-        // Found at its first slot (which holds the same entry), and where the range starts.
-        for at in [l.iova, l.iova.max(range.start)] {
-            match w.lookup(at) {
-                Ok(found) if found == *l => {}
-                other => {
-                    return Err(format!(
-                        "lookup({at:#x}) = {other:?}, enumeration said {l:?}"
-                    ));
-                }
+        // Found at its first slot, which holds the same entry.
+        match w.lookup(l.iova) {
+            Ok(found) if found == *l => {}
+            other => {
+                return Err(format!(
+                    "lookup({:#x}) = {other:?}, enumeration said {l:?}",
+                    l.iova
+                ));
             }
         }
     }
@@ -236,9 +237,13 @@ pub fn check_walk(
             if !found.iova_range().contains(a) {
                 return Err(format!("lookup({a:#x}) = {found:?} does not contain it"));
             }
+            // Inside an enumerated NextLevel-7 page (whose other slots the enumeration
+            // skips), or a NextLevel-7 page met at a later slot than its first: the
+            // enumeration refuses it when a slot it visited before disagreed.
             let covered = leaves
                 .iter()
-                .any(|l| l.size > slot(l) && l.iova_range().contains(a));
+                .any(|l| l.size > slot(l) && l.iova_range().contains(a))
+                || (found.size > slot(&found) && a & !(slot(&found) - 1) != found.iova);
             if complete && range.contains(a) && !leaves.contains(&found) && !covered {
                 return Err(format!(
                     "lookup({a:#x}) = {found:?} but the complete enumeration missed it"

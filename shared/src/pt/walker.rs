@@ -252,7 +252,9 @@ impl<'a, F: PageTableFormat + ?Sized, M: GuestMemory + ?Sized> Walker<'a, F, M> 
     /// (a page larger than its slot, replicated across slots, is reported once; pages may
     /// start before `range.start` or end after `range.end` — callers clip). A page larger
     /// than its slot whose first slot holds another entry is [`WalkFault::Reserved`] (in
-    /// [`lookup`](Self::lookup) too), so enumerated leaves never overlap.
+    /// [`lookup`](Self::lookup) too), and so is one met at a later slot than the first this
+    /// enumeration visited in its table (an earlier visited slot held something else), so
+    /// enumerated leaves never overlap.
     ///
     /// Empty subtrees are skipped without reading their lower levels. A malformed entry is
     /// reported to `on_fault` and its subtree treated as unmapped. IOVAs beyond the format's
@@ -330,6 +332,9 @@ impl<'a, F: PageTableFormat + ?Sized, M: GuestMemory + ?Sized> Walker<'a, F, M> 
             })
             .flatten();
         let order = self.format.byte_order();
+        // The first slot this call visits: the only one at which a page starting in an
+        // earlier slot may be met (see `check_first_slot`).
+        let visited_from = *cursor & !(slot - 1);
         while *cursor < end {
             let iova = *cursor;
             let slot_base = iova & !(slot - 1);
@@ -410,8 +415,19 @@ impl<'a, F: PageTableFormat + ?Sized, M: GuestMemory + ?Sized> Walker<'a, F, M> 
                     perm: p,
                 } => match self
                     .make_leaf(level, raw, iova64, addr, size_log2, perm & p)
-                    .and_then(|leaf| self.check_first_slot(level, table, raw, iova64, leaf))
-                {
+                    .and_then(|leaf| {
+                        // A page starting in an earlier slot that this walk visited (and that
+                        // held something else, or the page would have been reported there and
+                        // skipped) would overlap what was reported for that slot.
+                        if u128::from(leaf.iova) < slot_base && slot_base != visited_from {
+                            return Err(WalkFault::Reserved {
+                                level,
+                                entry: raw,
+                                iova: iova64,
+                            });
+                        }
+                        self.check_first_slot(level, table, raw, iova64, leaf)
+                    }) {
                     Ok(leaf) => {
                         st.leaves += 1;
                         next = next.max(u128::from(leaf.iova) + u128::from(leaf.size));
