@@ -17,6 +17,8 @@
 //!   invalidations (the capability header advertises NpCache so the guest invalidates on
 //!   map as well as unmap);
 //! - IVRS requester-id aliases ([`AmdVi::set_alias`]);
+//! - migration: [`AmdVi::save`] / [`AmdVi::restore`] (or the versioned stream,
+//!   [`AmdVi::save_bytes`] / [`AmdVi::restore_bytes`]; see [`snapshot`]);
 //! - [`fuzz_support`]: bodies and oracles of the `amd_vi` and `walker_amd` fuzz targets (also
 //!   replayed by `cargo test`).
 //!
@@ -97,6 +99,7 @@ mod register_bank;
 pub mod regs;
 mod shadow;
 mod shared_state;
+pub mod snapshot;
 mod stats;
 mod view;
 
@@ -109,6 +112,7 @@ pub use event::{Event, EventCode, EventFlags, EventOutcome, EventRecord};
 pub use model::AmdVi;
 pub use pagetable::AmdV1Format;
 pub use platform::{IvrsInfo, PciCapability};
+pub use snapshot::{AMD_VI_SNAPSHOT_VERSION, AmdViSnapshot};
 pub use stats::Stats;
 
 /// The model type under the name every viommu model exports.

@@ -125,6 +125,7 @@ fn error_kind(e: &AmdViError) -> &'static str {
         AmdViError::HostUnmap { .. } => "host-unmap",
         AmdViError::AlreadyAttached { .. } => "already-attached",
         AmdViError::NotAttached { .. } => "not-attached",
+        AmdViError::Snapshot(_) => "snapshot",
     }
 }
 

@@ -123,7 +123,7 @@ fn target_error(e: VtdError) -> TargetError {
         VtdError::AlreadyAttached { .. } => "already-attached",
         VtdError::NotAttached { .. } => "not-attached",
         VtdError::CachingModeOff => "caching-mode-off",
-        VtdError::IncompatibleSnapshot => "incompatible-snapshot",
+        VtdError::Snapshot(_) => "snapshot",
     };
     TargetError::new(kind, e.to_string())
 }

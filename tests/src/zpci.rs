@@ -239,6 +239,7 @@ fn model_error(e: ModelError) -> TargetError {
         ModelError::HostUnmap { .. } => "host-unmap",
         ModelError::HostRefused { .. } => "host-refused",
         ModelError::InvalidConfig(_) => "invalid-config",
+        ModelError::Snapshot(_) => "snapshot",
     };
     TargetError::new(kind, e.to_string())
 }

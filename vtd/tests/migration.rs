@@ -7,6 +7,7 @@ use common::*;
 use std::sync::Arc;
 use viommu_shared::Perm;
 use viommu_shared::regs::RecordingMsiSink;
+use viommu_shared::snapshot::SnapshotError;
 use viommu_vtd::regs::*;
 use viommu_vtd::testing::{desc, entry};
 use viommu_vtd::{Config, Vtd, VtdError};
@@ -78,6 +79,11 @@ fn save_and_restore_round_trip() {
         fx.mem.clone(),
         Arc::new(RecordingMsiSink::new()),
     );
-    assert_eq!(other.restore(&snap), Err(VtdError::IncompatibleSnapshot));
+    assert_eq!(
+        other.restore(&snap),
+        Err(VtdError::Snapshot(SnapshotError::Mismatch {
+            field: "fault_records"
+        }))
+    );
     assert_eq!(other.mmio_read(GSTS, 4), 0);
 }
