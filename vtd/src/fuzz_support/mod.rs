@@ -8,8 +8,11 @@
 //! reject inconsistent states.
 //!
 //! - [`model`] (target `vtd`): a hostile guest and VMM driving a whole unit.
+//! - [`migration`]: the migration property (a run with save/restore part-way matches one
+//!   without), used by `tests/migration_props.rs`.
 //! - [`walker`] (target `walker_vtd`): the shared walker over hostile second-stage tables.
 
+pub mod migration;
 pub mod model;
 pub mod walker;
 

@@ -357,7 +357,7 @@ pub struct World {
     /// The passthrough device's host.
     pub host: SharedSimHost,
     /// Its flavour and entry limit.
-    host_config: (HostFlavour, u32),
+    pub(crate) host_config: (HostFlavour, u32),
     scalable: bool,
     tail: u64,
 }
