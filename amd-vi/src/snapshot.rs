@@ -115,8 +115,11 @@ impl AmdVi {
     /// guest's next head, tail or Control write runs what is queued, as on the source.
     ///
     /// Hosts may be attached before or after: [`attach_host`](Self::attach_host) syncs
-    /// from the current state either way. The VMM should attach the destination's hosts
-    /// first, so that the one re-sync here reports every host failure.
+    /// from the current state either way, and the result is the same. The VMM should
+    /// restore first and attach the destination's hosts after: an IOMMU in its reset state
+    /// is disabled, so a host attached before the restore first maps (pins) all of guest RAM
+    /// only to have it unmapped again by the restore's re-sync. Each `attach_host` returns
+    /// its device's host failure.
     ///
     /// A state no IOMMU with this configuration could hold is refused with
     /// [`AmdViError::Snapshot`] and the IOMMU is reset (as by [`reset`](Self::reset)).

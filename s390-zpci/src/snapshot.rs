@@ -294,8 +294,13 @@ impl Zpci {
     /// VMM drains them with [`take_events`](Self::take_events).
     ///
     /// Hosts may be attached before or after: [`attach_host`](Self::attach_host) maps what
-    /// the registered tables map either way. The VMM should attach the destination's hosts
-    /// first, so that the one re-sync here reports every host failure.
+    /// the registered tables map either way, and the result is the same (a function in its
+    /// reset state has no address space, so attaching first costs nothing). As for the
+    /// other models, the VMM should restore first and attach after; each `attach_host`
+    /// then returns its function's host failure and leaves the full re-sync pending for the
+    /// next RPCIT on exhaustion. One difference: the DMA range QUERY PCI FUNCTION reports
+    /// depends on the host attached at the time of the query, and the guest registered
+    /// its range on the source; the restored registration is kept as it was.
     ///
     /// A state no model with these functions could hold is refused with
     /// [`ModelError::Snapshot`] and every function is reset to its initial state (standby

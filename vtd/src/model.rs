@@ -440,8 +440,11 @@ impl Vtd {
     /// host failure is returned after the state is loaded).
     ///
     /// Hosts may be attached before or after: [`attach_host`](Self::attach_host) syncs
-    /// from the current state either way. The VMM should attach the destination's hosts
-    /// first, so that the one re-sync here reports every host failure.
+    /// from the current state either way, and the result is the same. The VMM should
+    /// restore first and attach the destination's hosts after: a unit in its reset state
+    /// does not translate, so a host attached before the restore first maps (pins) all of
+    /// guest RAM only to have it unmapped again by the restore's re-sync. Each
+    /// `attach_host` returns its device's host failure.
     ///
     /// A state no unit with this configuration could hold is refused with
     /// [`VtdError::Snapshot`] and the unit is reset (as by [`reset`](Self::reset)).
