@@ -10,6 +10,7 @@
 //! - [`model`] (target `amd_vi`): a hostile guest and VMM driving the IOMMU.
 //! - [`walker`] (target `walker_amd`): the shared walker over hostile v1 page tables.
 
+pub mod migration;
 pub mod model;
 pub mod walker;
 
