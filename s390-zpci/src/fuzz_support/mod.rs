@@ -11,6 +11,7 @@
 //! - [`model`] (target `zpci`): a hostile guest issuing zPCI instructions over its DMA tables.
 //! - [`walker`] (target `walker_s390`): the shared walker over hostile s390 DMA tables.
 
+pub mod migration;
 pub mod model;
 pub mod walker;
 
