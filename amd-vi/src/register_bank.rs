@@ -127,7 +127,7 @@ impl Registers {
 
     /// Loads saved registers and the halt latch; unchanged on error.
     pub fn load(&mut self, saved: &[SavedRegister], halted: bool) -> Result<(), SnapshotError> {
-        restore_registers(self.bank.regs_mut(), saved)?;
+        restore_registers(self.bank.regs_mut(), saved, crate::snapshot::MODEL_BITS)?;
         self.latch.cmd_halted = halted;
         self.latch.pending = Pending::default();
         Ok(())

@@ -23,6 +23,17 @@ use viommu_shared::snapshot::{self, SavedRegister, SnapshotError, Versioned};
 /// The snapshot format version this build writes and restores.
 pub const AMD_VI_SNAPSHOT_VERSION: u32 = 1;
 
+/// Read-only register bits the IOMMU itself sets (the rest of a saved register value must be
+/// bits the guest can write): the Status run bits, and the EFR (compared with the
+/// destination's in [`AmdViSnapshot::validate`]).
+pub(crate) const MODEL_BITS: &[(u64, u64)] = &[
+    (
+        offset::STATUS,
+        status::EVENT_LOG_RUN | status::CMD_BUF_RUN | status::PPR_LOG_RUN,
+    ),
+    (offset::EXT_FEATURES, u64::MAX),
+];
+
 /// Everything a guest can observe or has programmed.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -457,7 +457,11 @@ impl Vtd {
             .and_then(|()| {
                 let Inner { bank, unit } = &mut *inner;
                 // Registers first: `restore_registers` leaves them untouched on error.
-                restore_registers(bank.regs_mut(), &snapshot.registers)?;
+                restore_registers(
+                    bank.regs_mut(),
+                    &snapshot.registers,
+                    crate::snapshot::MODEL_BITS,
+                )?;
                 if !unit
                     .faults
                     .restore(&snapshot.fault_records, snapshot.next_fault_record)

@@ -17,7 +17,10 @@
 
 use crate::config::Config;
 use crate::queue::Queue;
-use crate::regs::{CAP, ECAP, FSTS, FSTS_PPF, GCMD_QIE, GCMD_TE, GSTS, IQH, IRTA};
+use crate::regs::{
+    CAP, CCMD, CCMD_CAIG_MASK, CTL_IP, ECAP, FECTL, FSTS, FSTS_FRI_MASK, FSTS_PPF, GCMD_QIE,
+    GCMD_TE, GSTS, IECTL, IOTLB, IOTLB_IAIG_MASK, IQH, IRTA,
+};
 use crate::tables::{RootMode, RootPointer};
 use serde::{Deserialize, Serialize};
 use viommu_shared::snapshot::{self, SavedRegister, SnapshotError, Versioned};
@@ -66,6 +69,22 @@ pub struct VtdSnapshot {
 impl Versioned for VtdSnapshot {
     const VERSION: u32 = VTD_SNAPSHOT_VERSION;
 }
+
+/// Read-only register bits the unit itself sets (the rest of a saved register value must be
+/// bits the guest can write): GSTS status bits, FSTS.PPF/FRI, the hardware-advanced IQH,
+/// the actual granularities CAIG/IAIG, FECTL.IP/IECTL.IP, and CAP/ECAP (compared with the
+/// destination's in [`VtdSnapshot::validate`]).
+pub(crate) const MODEL_BITS: &[(u64, u64)] = &[
+    (GSTS, 0xff80_0000),
+    (FSTS, FSTS_PPF | FSTS_FRI_MASK),
+    (IQH, 0x7_fff0),
+    (CCMD, CCMD_CAIG_MASK),
+    (IOTLB, IOTLB_IAIG_MASK),
+    (FECTL, CTL_IP),
+    (IECTL, CTL_IP),
+    (CAP, u64::MAX),
+    (ECAP, u64::MAX),
+];
 
 /// Bits of IRTA that exist (address 63:12, EIME 11, S 3:0).
 const IRTA_BITS: u64 = 0xffff_ffff_ffff_f80f;

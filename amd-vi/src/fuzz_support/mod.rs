@@ -12,8 +12,10 @@
 
 pub mod migration;
 pub mod model;
+pub mod restore;
 pub mod walker;
 
 pub use model::model;
+pub use restore::restore;
 pub use viommu_shared::fuzz_support::Encoder;
 pub use walker::walker;

@@ -32,10 +32,15 @@ pub fn save_registers(regs: &RegisterFile) -> Vec<SavedRegister> {
 }
 
 /// Loads `saved` into `regs` (raw values, no write semantics). `regs` is unchanged unless
-/// every register of its table appears exactly once with a value that fits its width.
+/// every register of its table appears exactly once with a value the register can hold:
+/// only bits software can write (RW, W1C, write-only), bits of its reset value, and the
+/// read-only bits the model itself maintains, `model_bits` (offset, bits) — status bits,
+/// hardware-advanced pointers, capability values. A guest can never make any other bit
+/// read back as one, so a stream holding one is corrupt or hostile.
 pub fn restore_registers(
     regs: &mut RegisterFile,
     saved: &[SavedRegister],
+    model_bits: &[(u64, u64)],
 ) -> Result<(), SnapshotError> {
     const FIELD: &str = "registers";
     if saved.len() != regs.len() {
@@ -51,8 +56,13 @@ pub fn restore_registers(
         if seen[index] {
             return Err(SnapshotError::invalid(FIELD));
         }
-        if r.value & !spec.width.mask() != 0 {
-            return Err(SnapshotError::invalid(FIELD));
+        let model = model_bits
+            .iter()
+            .filter(|&&(off, _)| off == r.offset)
+            .fold(0, |acc, &(_, bits)| acc | bits);
+        let holdable = (spec.rw | spec.w1c | spec.wo | spec.reset | model) & spec.width.mask();
+        if r.value & !holdable != 0 {
+            return Err(SnapshotError::invalid(spec.name));
         }
         seen[index] = true;
         next.set(index, r.value);
@@ -69,41 +79,58 @@ mod tests {
     static REGS: &[RegSpec] = &[
         RegSpec::rw32("A", 0x0, 0, 0xff),
         RegSpec::rw64("B", 0x8, 0, u64::MAX),
+        RegSpec::ro32("S", 0x10, 0),
     ];
+    /// The model sets bit 0 of S.
+    const MODEL: &[(u64, u64)] = &[(0x10, 1)];
 
     #[test]
     fn round_trip_and_rejections() {
         let mut a = RegisterFile::new(REGS).unwrap();
         a.set_at(0x0, 0x12);
         a.set_at(0x8, u64::MAX);
+        a.set_at(0x10, 1);
         let saved = save_registers(&a);
         let mut b = RegisterFile::new(REGS).unwrap();
-        restore_registers(&mut b, &saved).unwrap();
-        assert_eq!((b.get_at(0), b.get_at(8)), (Some(0x12), Some(u64::MAX)));
+        restore_registers(&mut b, &saved, MODEL).unwrap();
+        assert_eq!(
+            (b.get_at(0), b.get_at(8), b.get_at(0x10)),
+            (Some(0x12), Some(u64::MAX), Some(1))
+        );
 
         let fresh = RegisterFile::new(REGS).unwrap();
         let reg = |offset, value| SavedRegister { offset, value };
         for (bad, want) in [
             (vec![reg(0, 1)], SnapshotError::mismatch("registers")),
             (
-                vec![reg(0, 1), reg(0, 2)],
+                vec![reg(0, 1), reg(0, 2), reg(0x10, 0)],
                 SnapshotError::invalid("registers"),
             ),
             (
-                vec![reg(0, 1), reg(0xc, 2)],
+                vec![reg(0, 1), reg(0xc, 2), reg(0x10, 0)],
                 SnapshotError::mismatch("registers"),
             ),
+            // Wider than the register, or a bit the guest cannot write and the model never
+            // sets.
             (
-                vec![reg(0, 1 << 32), reg(8, 2)],
-                SnapshotError::invalid("registers"),
+                vec![reg(0, 1 << 32), reg(8, 2), reg(0x10, 0)],
+                SnapshotError::invalid("A"),
             ),
             (
-                vec![reg(0, 1), reg(0x100, 2)],
+                vec![reg(0, 0x100), reg(8, 2), reg(0x10, 0)],
+                SnapshotError::invalid("A"),
+            ),
+            (
+                vec![reg(0, 1), reg(8, 2), reg(0x10, 2)],
+                SnapshotError::invalid("S"),
+            ),
+            (
+                vec![reg(0, 1), reg(0x100, 2), reg(0x10, 0)],
                 SnapshotError::mismatch("registers"),
             ),
         ] {
             let mut c = RegisterFile::new(REGS).unwrap();
-            assert_eq!(restore_registers(&mut c, &bad), Err(want));
+            assert_eq!(restore_registers(&mut c, &bad, MODEL), Err(want));
             assert_eq!(c.get_at(0), fresh.get_at(0));
         }
     }
