@@ -181,6 +181,14 @@ impl ScenarioTarget for AmdViTarget {
             .attach_host(id, Box::new(host))
             .map_err(target_error)
     }
+
+    fn snapshot(&mut self) -> Result<Vec<u8>, TargetError> {
+        Ok(self.model.save_bytes())
+    }
+
+    fn restore(&mut self, stream: &[u8]) -> Result<(), TargetError> {
+        self.model.restore_bytes(stream).map_err(target_error)
+    }
 }
 
 #[cfg(test)]

@@ -78,6 +78,16 @@ pub trait ScenarioTarget {
     /// Makes `dev` a passthrough device whose address space is shadowed into `host`.
     fn attach_host(&mut self, dev: u32, host: SharedSimHost) -> Result<(), TargetError>;
 
+    /// The model's snapshot stream (its `save_bytes`).
+    fn snapshot(&mut self) -> Result<Vec<u8>, TargetError> {
+        Err(TargetError::unsupported("snapshot"))
+    }
+
+    /// Restores a snapshot stream into this (fresh) model (its `restore_bytes`).
+    fn restore(&mut self, _stream: &[u8]) -> Result<(), TargetError> {
+        Err(TargetError::unsupported("restore"))
+    }
+
     /// An intercepted instruction (s390). Models without instructions keep the default.
     fn instruction(
         &mut self,

@@ -179,6 +179,14 @@ impl ScenarioTarget for VtdTarget {
             .attach_host(dev, Box::new(host))
             .map_err(target_error)
     }
+
+    fn snapshot(&mut self) -> Result<Vec<u8>, TargetError> {
+        Ok(self.vtd.save_bytes())
+    }
+
+    fn restore(&mut self, stream: &[u8]) -> Result<(), TargetError> {
+        self.vtd.restore_bytes(stream).map_err(target_error)
+    }
 }
 
 #[cfg(test)]

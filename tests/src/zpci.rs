@@ -479,6 +479,18 @@ impl ScenarioTarget for ZpciTarget {
         r
     }
 
+    fn snapshot(&mut self) -> Result<Vec<u8>, TargetError> {
+        Ok(self.zpci.save_bytes())
+    }
+
+    /// The functions are plugged by `new` from the same `model` options, with fresh PCI
+    /// backends (device state is the VMM's to migrate, not the IOMMU's).
+    fn restore(&mut self, stream: &[u8]) -> Result<(), TargetError> {
+        let r = self.zpci.restore_bytes(stream).map_err(model_error);
+        self.zpci.take_events();
+        r
+    }
+
     fn instruction(
         &mut self,
         name: &str,
