@@ -577,7 +577,8 @@ impl Runner {
                         .map_err(|e| format!("snapshot: guest memory: {e}"))?;
                     memory.push((r.start_addr().0, buf));
                 }
-                self.snapshots.insert(name.clone(), Saved { stream, memory });
+                self.snapshots
+                    .insert(name.clone(), Saved { stream, memory });
             }
             Op::Restore {
                 name,

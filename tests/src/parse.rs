@@ -378,7 +378,9 @@ impl Parser {
                 let attach_before = match take(&mut opts, "attach").as_deref() {
                     None | Some("after") => false,
                     Some("before") => true,
-                    Some(v) => return err(line, format!("attach takes after or before, got '{v}'")),
+                    Some(v) => {
+                        return err(line, format!("attach takes after or before, got '{v}'"));
+                    }
                 };
                 let limit = take(&mut opts, "limit").map(Expr);
                 let truncate = take(&mut opts, "truncate").map(Expr);
