@@ -147,11 +147,8 @@ impl AmdVi {
             return Err(AmdViError::Snapshot(e));
         }
         self.inner.iotlb.invalidate_all();
-        let r = self.inner.reload_entries(&mut exec, None, true);
-        if let Err(e) = &r {
-            self.inner.note_host_error(e);
-        }
-        r
+        // Host errors are also recorded for `take_host_errors` by the sync itself.
+        self.inner.reload_entries(&mut exec, None, true)
     }
 
     /// Decodes a stream ([`AmdViSnapshot::from_bytes`]) and [`restore`](Self::restore)s it;
@@ -166,11 +163,10 @@ impl AmdVi {
         }
     }
 
-    /// Resets after a refused snapshot; a host error of the reset's re-sync is kept for
-    /// [`take_host_errors`](Self::take_host_errors) (the caller gets the snapshot error).
+    /// Resets after a refused snapshot. The caller gets the snapshot error; a host error of
+    /// the reset's re-sync is not lost: the sync records it for
+    /// [`take_host_errors`](Self::take_host_errors).
     fn reset_after_refused_snapshot(&self) {
-        if let Err(e) = self.reset() {
-            self.inner.note_host_error(&e);
-        }
+        let _ = self.reset();
     }
 }

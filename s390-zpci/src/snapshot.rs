@@ -357,8 +357,12 @@ impl Zpci {
             return Err(SnapshotError::mismatch("functions"));
         }
         let mut indices = BTreeSet::new();
+        let mut fids = BTreeSet::new();
         let mut staged = Vec::with_capacity(s.functions.len());
         for fs in &s.functions {
+            if !fids.insert(fs.fid) {
+                return Err(SnapshotError::invalid("functions"));
+            }
             let index = t
                 .by_fid
                 .get(&Fid(fs.fid))

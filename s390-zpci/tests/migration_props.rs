@@ -205,3 +205,36 @@ fn every_split_and_smaller_destination_hosts() {
         }
     }
 }
+
+/// Streams naming a function twice, or a handle index twice, are refused and leave the
+/// plugged functions as they were plugged.
+#[test]
+fn duplicate_functions_or_handles_are_refused() {
+    use std::sync::Arc;
+    use viommu_s390_zpci::{Config, Fid, FunctionConfig, NoDevice, Zpci};
+    use viommu_shared::regs::RecordingMsiSink;
+    use viommu_shared::snapshot::SnapshotError;
+    let mem = viommu_shared::testing::guest_memory(&[(0, 1 << 20)]);
+    let z = Zpci::new(Config::default(), mem, Arc::new(RecordingMsiSink::new()));
+    for fid in [1, 2] {
+        z.add_function(FunctionConfig::new(Fid(fid), fid), Box::new(NoDevice))
+            .unwrap();
+    }
+    let fresh = z.save();
+    let mut dup_fid = fresh.clone();
+    dup_fid.functions[1] = dup_fid.functions[0].clone();
+    dup_fid.functions[1].fh = 7;
+    let mut dup_fh = fresh.clone();
+    dup_fh.functions[1].fh = dup_fh.functions[0].fh;
+    for (bad, field) in [(dup_fid, "functions"), (dup_fh, "fh")] {
+        assert_eq!(
+            z.restore(&bad),
+            Err(ModelError::Snapshot(SnapshotError::Invalid { field }))
+        );
+        assert_eq!(z.save(), fresh);
+        assert_eq!(z.fids(), vec![Fid(1), Fid(2)]);
+    }
+    // A valid stream round-trips.
+    z.restore_bytes(&fresh.to_bytes()).unwrap();
+    assert_eq!(z.save(), fresh);
+}
