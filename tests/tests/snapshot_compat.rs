@@ -203,3 +203,46 @@ fn write_snapshots() {
         std::fs::write(path(name), bytes.unwrap()).unwrap();
     }
 }
+
+/// A stream of another format version is refused with a typed error naming both versions,
+/// before its body is looked at, and the model is left in its reset state.
+#[test]
+fn other_versions_are_refused() {
+    use viommu_shared::snapshot::SnapshotError;
+    let bump = |name: &str| {
+        let text = String::from_utf8(read(name)).unwrap();
+        assert!(text.contains("\"version\": 1,"));
+        text.replacen("\"version\": 1,", "\"version\": 2, \"future\": [1, 2],", 1)
+            .into_bytes()
+    };
+    let want = SnapshotError::UnsupportedVersion {
+        found: 2,
+        supported: 1,
+    };
+    let mem = viommu_shared::testing::guest_memory(&[(0, 16 << 20)]);
+    let msi = || Arc::new(RecordingMsiSink::new());
+
+    let vtd = viommu_vtd::Vtd::new(Default::default(), mem.clone(), msi());
+    let reset = vtd.save();
+    assert_eq!(
+        vtd.restore_bytes(&bump("vtd-v1.json")),
+        Err(viommu_vtd::VtdError::Snapshot(want.clone()))
+    );
+    assert_eq!(vtd.save(), reset);
+
+    let amd = viommu_amd_vi::AmdVi::new(Default::default(), mem.clone(), msi());
+    let reset = amd.save();
+    assert_eq!(
+        amd.restore_bytes(&bump("amd-vi-v1.json")),
+        Err(viommu_amd_vi::AmdViError::Snapshot(want.clone()))
+    );
+    assert_eq!(amd.save(), reset);
+
+    let zpci = viommu_s390_zpci::Zpci::new(Default::default(), mem, msi());
+    let reset = zpci.save();
+    assert_eq!(
+        zpci.restore_bytes(&bump("zpci-v1.json")),
+        Err(viommu_s390_zpci::ModelError::Snapshot(want))
+    );
+    assert_eq!(zpci.save(), reset);
+}
