@@ -433,6 +433,13 @@ impl Zpci {
                 return Err(SnapshotError::invalid("ioat"));
             }
         }
+        // The FIB fields they come from: ISC 3 bits, NOI 12, bit offsets 6 (A.8.2).
+        if fs
+            .interrupts
+            .is_some_and(|r| r.isc > 7 || r.noi > 0xfff || r.aibvo > 0x3f || r.aisbo > 0x3f)
+        {
+            return Err(SnapshotError::invalid("interrupts"));
+        }
         if fs.measurement.addr.is_some_and(|a| a == 0 || a & 0xf != 0) {
             return Err(SnapshotError::invalid("measurement"));
         }

@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::queue::Queue;
 use crate::regs::{
     CAP, CCMD, CCMD_CAIG_MASK, CTL_IP, ECAP, FECTL, FSTS, FSTS_FRI_MASK, FSTS_PPF, GCMD_QIE,
-    GCMD_TE, GSTS, IECTL, IOTLB, IOTLB_IAIG_MASK, IQH, IRTA,
+    GCMD_TE, GSTS, IECTL, IOTLB, IOTLB_IAIG_MASK, IQA, IQA_DW, IQH, IRTA, RTADDR, RTADDR_TTM_MASK,
 };
 use crate::tables::{RootMode, RootPointer};
 use serde::{Deserialize, Serialize};
@@ -156,6 +156,13 @@ impl VtdSnapshot {
             }
         } else if q != QueueSnapshot::default() {
             return Err(SnapshotError::invalid("queue"));
+        }
+        // Without scalable-mode support RTADDR.TTM and IQA.DW are reserved: the register
+        // handlers keep them 0.
+        if !config.scalable_mode
+            && (self.reg(RTADDR) & RTADDR_TTM_MASK != 0 || self.reg(IQA) & IQA_DW != 0)
+        {
+            return Err(SnapshotError::mismatch("RTADDR/IQA"));
         }
         let gsts = self.reg(GSTS);
         if (gsts & GCMD_TE != 0) != self.translating || (gsts & GCMD_QIE != 0) != q.enabled {

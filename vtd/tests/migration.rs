@@ -114,6 +114,14 @@ fn hostile_states_are_refused_and_reset_the_unit() {
     wide_legacy.queue.wide = true;
     let mut queue_off_with_head = good.clone();
     queue_off_with_head.queue.enabled = false;
+    let mut ttm_legacy = good.clone();
+    let rtaddr = ttm_legacy
+        .registers
+        .iter()
+        .find(|r| r.offset == RTADDR)
+        .unwrap()
+        .value;
+    set(&mut ttm_legacy, RTADDR, rtaddr | RTADDR_TTM_SCALABLE);
     for (bad, want) in [
         (iqt_bit0, SnapshotError::Invalid { field: "IQT" }),
         (te_off, SnapshotError::Invalid { field: "GSTS" }),
@@ -121,6 +129,12 @@ fn hostile_states_are_refused_and_reset_the_unit() {
         (
             queue_off_with_head,
             SnapshotError::Invalid { field: "queue" },
+        ),
+        (
+            ttm_legacy,
+            SnapshotError::Mismatch {
+                field: "RTADDR/IQA",
+            },
         ),
     ] {
         let dst = Vtd::new(
