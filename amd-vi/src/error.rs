@@ -3,6 +3,7 @@
 use std::fmt;
 use viommu_shared::host::HostError;
 use viommu_shared::pt::Run;
+use viommu_shared::snapshot::SnapshotError;
 
 /// Why an operation on the model failed. Guest-visible behaviour is never an error here: the
 /// guest sees architected events instead. These are host-side problems the VMM must know
@@ -37,6 +38,9 @@ pub enum AmdViError {
         /// Requester id.
         device_id: u16,
     },
+    /// A snapshot stream or state was refused (corrupt, hostile, another format version, or
+    /// not fitting this IOMMU's configuration); the IOMMU was reset.
+    Snapshot(SnapshotError),
 }
 
 impl fmt::Display for AmdViError {
@@ -65,6 +69,7 @@ impl fmt::Display for AmdViError {
             AmdViError::NotAttached { device_id } => {
                 write!(f, "device {device_id:#06x} has no host backend")
             }
+            AmdViError::Snapshot(e) => write!(f, "snapshot refused: {e}"),
         }
     }
 }

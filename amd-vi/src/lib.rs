@@ -21,6 +21,8 @@
 //!   [`MemoryEvents`](viommu_shared::memory::MemoryEvents): host mappings into discarded or
 //!   private memory are removed and come back on populate / convert-to-shared, and
 //!   `dma_mappings` tells a balloon which pages are DMA-mapped (see [`viommu_shared::memory`]);
+//! - migration: [`AmdVi::save`] / [`AmdVi::restore`] (or the versioned stream,
+//!   [`AmdVi::save_bytes`] / [`AmdVi::restore_bytes`]; see [`snapshot`]);
 //! - [`fuzz_support`]: bodies and oracles of the `amd_vi` and `walker_amd` fuzz targets (also
 //!   replayed by `cargo test`).
 //!
@@ -110,6 +112,7 @@ mod register_bank;
 pub mod regs;
 mod shadow;
 mod shared_state;
+pub mod snapshot;
 mod stats;
 mod view;
 
@@ -122,6 +125,7 @@ pub use event::{Event, EventCode, EventFlags, EventOutcome, EventRecord};
 pub use model::AmdVi;
 pub use pagetable::AmdV1Format;
 pub use platform::{IvrsInfo, PciCapability};
+pub use snapshot::{AMD_VI_SNAPSHOT_VERSION, AmdViSnapshot};
 pub use stats::Stats;
 
 /// The model type under the name every viommu model exports.

@@ -52,7 +52,7 @@ fn ram_holes(mem: &GuestMemoryMmap) -> Vec<AddrRange> {
 /// says which is followed and why.
 #[derive(Clone, Debug)]
 pub struct AmdVi {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl AmdVi {

@@ -12,6 +12,7 @@ use crate::event_log;
 use crate::regs::{REGISTERS, control, offset, status};
 use std::collections::VecDeque;
 use viommu_shared::regs::{Msi, RegWrite, RegisterBank, RegisterFile, WriteHandler};
+use viommu_shared::snapshot::{SavedRegister, SnapshotError, restore_registers, save_registers};
 use vm_memory::GuestMemoryMmap;
 
 /// Work a register write leaves for the model.
@@ -117,6 +118,19 @@ impl Registers {
             ppr: self.latch.ppr,
             ..Latch::default()
         };
+    }
+
+    /// Every register and the halt latch, for a snapshot.
+    pub fn save(&self) -> (Vec<SavedRegister>, bool) {
+        (save_registers(self.bank.regs()), self.latch.cmd_halted)
+    }
+
+    /// Loads saved registers and the halt latch; unchanged on error.
+    pub fn load(&mut self, saved: &[SavedRegister], halted: bool) -> Result<(), SnapshotError> {
+        restore_registers(self.bank.regs_mut(), saved, crate::snapshot::MODEL_BITS)?;
+        self.latch.cmd_halted = halted;
+        self.latch.pending = Pending::default();
+        Ok(())
     }
 
     /// Guest read.

@@ -3,6 +3,7 @@
 use crate::handle::Fid;
 use std::fmt;
 use viommu_shared::host::HostError;
+use viommu_shared::snapshot::SnapshotError;
 
 /// Why a VMM-facing operation failed, or what went wrong on the host behind a guest
 /// instruction (see [`Completion::host_error`](crate::Completion::host_error)).
@@ -55,6 +56,9 @@ pub enum ModelError {
     },
     /// A configuration value is invalid.
     InvalidConfig(&'static str),
+    /// A snapshot stream or state was refused (corrupt, hostile, another format version, or
+    /// not fitting the plugged functions); every function was reset.
+    Snapshot(SnapshotError),
 }
 
 impl fmt::Display for ModelError {
@@ -87,6 +91,7 @@ impl fmt::Display for ModelError {
                 Ok(())
             }
             ModelError::InvalidConfig(what) => write!(f, "invalid configuration: {what}"),
+            ModelError::Snapshot(e) => write!(f, "snapshot refused: {e}"),
         }
     }
 }

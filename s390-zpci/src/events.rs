@@ -54,6 +54,26 @@ impl EventQueue {
         });
     }
 
+    /// The queued events, oldest first, and the drop count, for a snapshot.
+    pub fn saved(&self) -> (Vec<ErrorEvent>, u64) {
+        (self.events.iter().copied().collect(), self.dropped)
+    }
+
+    /// Replaces the queue with `events` (at most [`EVENT_QUEUE_CAPACITY`] are kept) and
+    /// the drop count; rings the doorbell once per event, so the VMM drains them.
+    pub fn restore(
+        &mut self,
+        events: impl Iterator<Item = ErrorEvent>,
+        dropped: u64,
+        doorbell: &dyn MsiSink,
+    ) {
+        self.events.clear();
+        self.dropped = dropped;
+        for e in events.take(EVENT_QUEUE_CAPACITY) {
+            self.push(e, doorbell);
+        }
+    }
+
     /// Removes and returns every queued event, oldest first.
     pub fn take(&mut self) -> Vec<ErrorEvent> {
         self.events.drain(..).collect()

@@ -31,6 +31,8 @@
 //!   model implements [`DmaTranslate`](viommu_shared::dma::DmaTranslate).
 //! - [`fuzz_support`]: bodies and oracles of the `zpci` and `walker_s390` fuzz targets (also
 //!   replayed by `cargo test`).
+//! - Migration: [`Zpci::save`] / [`Zpci::restore`] (or the versioned stream,
+//!   [`Zpci::save_bytes`] / [`Zpci::restore_bytes`]; see [`snapshot`]).
 //! - Error events ([`ErrorEvent`]) are queued for the VMM ([`Zpci::take_events`]) with a
 //!   doorbell MSI each; the measurement timer calls [`Zpci::update_measurements`].
 //!
@@ -85,6 +87,7 @@ pub mod measure;
 pub mod model;
 pub mod operand;
 pub mod regs;
+pub mod snapshot;
 pub mod testing;
 pub mod view;
 
@@ -104,3 +107,4 @@ pub use measure::FmbCounters;
 pub use model::{ModelStats, Zpci};
 pub use operand::OperandMemory;
 pub use regs::{Completion, GeneralRegs, InsnResult, RegWrite};
+pub use snapshot::{ZPCI_SNAPSHOT_VERSION, ZpciSnapshot};

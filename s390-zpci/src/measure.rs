@@ -113,6 +113,21 @@ impl Measurement {
         self.write_all(mem, 0)
     }
 
+    /// Address, counters and sample count, for a snapshot.
+    pub fn saved(&self) -> (Option<u64>, [u64; 4], u32) {
+        (self.addr, self.counters, self.samples)
+    }
+
+    /// Measurement state loaded from a snapshot (nothing is written to the block: it is in
+    /// guest memory already).
+    pub fn restored(addr: Option<u64>, counters: [u64; 4], samples: u32) -> Measurement {
+        Measurement {
+            addr,
+            counters,
+            samples,
+        }
+    }
+
     /// Stops measuring.
     pub fn stop(&mut self) {
         self.addr = None;

@@ -30,7 +30,7 @@ use crate::host::HostAttachment;
 pub(crate) struct FunctionTable {
     pub slots: BTreeMap<u16, Arc<Mutex<Function>>>,
     pub by_fid: BTreeMap<Fid, u16>,
-    next: u16,
+    pub next: u16,
 }
 
 impl FunctionTable {

@@ -10,6 +10,8 @@
 //! - [`iotlb`], [`dma`]: translation cache and emulated-device DMA through `vm_memory::iommu`.
 //! - [`irq`]: the interrupt-remapping API (remap an MSI, route-table updates on invalidation).
 //! - [`regs`]: register files as data, MSI sinks, and the `vm-device` MMIO adapter.
+//! - [`snapshot`]: snapshot streams for migration (versioned, bounded, typed errors) and
+//!   generic register-file save/restore.
 //! - [`testing`]: a reference page-table format and helpers for tests, fuzzing and demos.
 
 #![deny(missing_docs)]
@@ -25,6 +27,7 @@ pub mod perm;
 pub mod pt;
 pub mod regs;
 pub mod shadow;
+pub mod snapshot;
 pub mod testing;
 
 pub use addr::{AddrRange, GuestAddress, Iova};

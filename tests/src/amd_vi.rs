@@ -127,6 +127,7 @@ fn error_kind(e: &AmdViError) -> &'static str {
         AmdViError::HostUnmap { .. } => "host-unmap",
         AmdViError::AlreadyAttached { .. } => "already-attached",
         AmdViError::NotAttached { .. } => "not-attached",
+        AmdViError::Snapshot(_) => "snapshot",
     }
 }
 
@@ -202,6 +203,14 @@ impl ScenarioTarget for AmdViTarget {
         self.model
             .attach_host(id, Box::new(host))
             .map_err(target_error)
+    }
+
+    fn snapshot(&mut self) -> Result<Vec<u8>, TargetError> {
+        Ok(self.model.save_bytes())
+    }
+
+    fn restore(&mut self, stream: &[u8]) -> Result<(), TargetError> {
+        self.model.restore_bytes(stream).map_err(target_error)
     }
 }
 

@@ -315,6 +315,25 @@ pub enum Op {
         /// Name (for messages).
         name: String,
     },
+    /// `snapshot NAME`: the model's snapshot stream and a copy of guest memory.
+    Snapshot {
+        /// Name to restore it by.
+        name: String,
+    },
+    /// `restore NAME [attach=after|before] [limit=N] [truncate=N] [expect-error=KIND]`:
+    /// a fresh model, guest memory and hosts, restored from snapshot NAME.
+    Restore {
+        /// The snapshot.
+        name: String,
+        /// Attach the fresh hosts before the restore instead of after.
+        attach_before: bool,
+        /// Entry limit of every fresh host (default: each host's own).
+        limit: Option<Expr>,
+        /// Keep only the first N bytes of the stream (a corrupt stream).
+        truncate: Option<Expr>,
+        /// The restore (or an attach) must fail with this error kind.
+        expect_error: Option<String>,
+    },
     /// `repeat N [as VAR] { … }`
     Repeat {
         /// Iterations.

@@ -16,7 +16,7 @@ use viommu_shared::irq::{
 use viommu_shared::memory::MemoryEvent;
 use viommu_shared::regs::{Msi, RecordingMsiSink};
 use viommu_shared::{AddrRange, GuestAddress, Perm};
-use vm_memory::{Bytes, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 /// Most iterations one scenario may run in total (a typo in a repeat count must not hang).
 pub const MAX_ITERATIONS: u64 = 1_000_000;
@@ -85,8 +85,16 @@ fn delivery_name(d: DeliveryMode) -> &'static str {
 
 struct Host {
     sim: SharedSimHost,
+    /// How it was made (a `restore` makes a fresh one like it).
+    cfg: SimHostConfig,
     /// Calls before the last checkpoint, already consumed.
     seen: usize,
+}
+
+/// What `snapshot NAME` keeps: the model's stream and the guest memory at that point.
+struct Saved {
+    stream: Vec<u8>,
+    memory: Vec<(u64, Vec<u8>)>,
 }
 
 /// The state of one running scenario.
@@ -97,8 +105,10 @@ pub struct Runner {
     msis: Vec<Msi>,
     target: Option<Box<dyn ScenarioTarget>>,
     model: Option<String>,
+    model_opts: Vec<(String, String)>,
     hosts: BTreeMap<u32, Host>,
     irq: Option<Irq>,
+    snapshots: HashMap<String, Saved>,
     vars: Vars,
     iterations: u64,
 }
@@ -177,8 +187,10 @@ impl Runner {
             msis: Vec::new(),
             target: None,
             model: None,
+            model_opts: Vec::new(),
             hosts: BTreeMap::new(),
             irq: None,
+            snapshots: HashMap::new(),
             vars: HashMap::new(),
             iterations: 0,
         }
@@ -420,6 +432,7 @@ impl Runner {
                 });
                 self.target = Some(target);
                 self.model = Some(name.clone());
+                self.model_opts = opts.clone();
             }
             Op::Memory { start, size } => {
                 if self.mem.is_some() {
@@ -637,11 +650,12 @@ impl Runner {
                     .cloned()
                     .collect();
                 let cfg = self.host_config(&opts)?;
-                let sim = SharedSimHost::new(cfg);
+                let sim = SharedSimHost::new(cfg.clone());
                 self.hosts.insert(
                     d,
                     Host {
                         sim: sim.clone(),
+                        cfg,
                         seen: 0,
                     },
                 );
@@ -920,6 +934,29 @@ impl Runner {
                     }
                 }
             }
+            Op::Snapshot { name } => {
+                let stream = self
+                    .target()?
+                    .snapshot()
+                    .map_err(|e| format!("snapshot: {e}"))?;
+                let mem = self.mem()?;
+                let mut memory = Vec::new();
+                for r in mem.iter() {
+                    let mut buf = vec![0u8; r.len() as usize];
+                    mem.read_slice(&mut buf, r.start_addr())
+                        .map_err(|e| format!("snapshot: guest memory: {e}"))?;
+                    memory.push((r.start_addr().0, buf));
+                }
+                self.snapshots
+                    .insert(name.clone(), Saved { stream, memory });
+            }
+            Op::Restore {
+                name,
+                attach_before,
+                limit,
+                truncate,
+                expect_error,
+            } => self.restore(name, *attach_before, limit, truncate, expect_error)?,
             Op::Checkpoint { .. } => {
                 self.collect_msis();
                 self.msis.clear();
@@ -1008,6 +1045,102 @@ impl Runner {
                 None => return Err("unmap-all in an expectation needs its byte count".into()),
             },
         })
+    }
+
+    /// `restore`: the source model, its memory and hosts are dropped; a fresh model (same
+    /// `model` line) over fresh guest memory holding the snapshot's contents gets fresh
+    /// hosts like the old ones, attached after (or before) the restore.
+    fn restore(
+        &mut self,
+        name: &str,
+        attach_before: bool,
+        limit: &Option<Expr>,
+        truncate: &Option<Expr>,
+        expect_error: &Option<String>,
+    ) -> Res<()> {
+        let saved = self
+            .snapshots
+            .get(name)
+            .ok_or_else(|| format!("no snapshot named '{name}'"))?;
+        let model = self
+            .model
+            .clone()
+            .ok_or("no model yet: the scenario must start with 'model'")?;
+        let limit = match limit {
+            Some(l) => {
+                Some(u32::try_from(self.ev(l)?).map_err(|_| "limit out of range".to_string())?)
+            }
+            None => None,
+        };
+        let mut stream = saved.stream.clone();
+        if let Some(t) = truncate {
+            let n = usize::try_from(self.ev(t)?).unwrap_or(usize::MAX);
+            stream.truncate(n);
+        }
+        let ranges: Vec<(GuestAddress, usize)> = saved
+            .memory
+            .iter()
+            .map(|(s, b)| (GuestAddress(*s), b.len()))
+            .collect();
+        let mem =
+            GuestMemoryMmap::from_ranges(&ranges).map_err(|e| format!("guest memory: {e}"))?;
+        for (start, bytes) in &saved.memory {
+            mem.write_slice(bytes, GuestAddress(*start))
+                .map_err(|e| format!("guest memory: {e}"))?;
+        }
+        self.collect_msis();
+        // The source goes away first (its hosts with it).
+        self.target = None;
+        let env = TargetEnv {
+            mem: mem.clone(),
+            msi: self.msi.clone(),
+        };
+        let mut target = make_target(&model, &self.model_opts, env)?;
+        self.mem = Some(mem);
+        let mut hosts = BTreeMap::new();
+        for (&dev, old) in &self.hosts {
+            // `limit=` applies to this restore's hosts only; later restores start again
+            // from the `host` line's configuration.
+            let mut cfg = old.cfg.clone();
+            if let Some(l) = limit {
+                cfg.entry_limit = l;
+            }
+            hosts.insert(
+                dev,
+                Host {
+                    sim: SharedSimHost::new(cfg),
+                    cfg: old.cfg.clone(),
+                    seen: 0,
+                },
+            );
+        }
+        let mut first = None;
+        let attach = |target: &mut Box<dyn ScenarioTarget>, first: &mut Option<_>| {
+            for (&dev, h) in &hosts {
+                if let Err(e) = target.attach_host(dev, h.sim.clone()) {
+                    first.get_or_insert(e);
+                }
+            }
+        };
+        if attach_before {
+            attach(&mut target, &mut first);
+        }
+        if let Err(e) = target.restore(&stream) {
+            first.get_or_insert(e);
+        }
+        if !attach_before {
+            attach(&mut target, &mut first);
+        }
+        self.target = Some(target);
+        self.hosts = hosts;
+        self.collect_msis();
+        match (first, expect_error) {
+            (None, None) => Ok(()),
+            (Some(e), Some(k)) if e.kind == *k => Ok(()),
+            (Some(e), Some(k)) => Err(format!("restore: expected error {k}, got {e}")),
+            (None, Some(k)) => Err(format!("restore: expected error {k}, got success")),
+            (Some(e), None) => Err(format!("restore: {e}")),
+        }
     }
 
     fn host_config(&self, opts: &[(String, String)]) -> Res<SimHostConfig> {

@@ -464,6 +464,38 @@ impl Parser {
                     count: e(&args[2]),
                 }
             }
+            "snapshot" => {
+                if args.len() != 1 {
+                    return err(line, "'snapshot' takes NAME");
+                }
+                Op::Snapshot {
+                    name: args[0].clone(),
+                }
+            }
+            "restore" => {
+                let Some((name, rest)) = args.split_first() else {
+                    return err(line, "'restore' takes NAME [key=value…]");
+                };
+                let mut opts = options(line, rest)?;
+                let attach_before = match take(&mut opts, "attach").as_deref() {
+                    None | Some("after") => false,
+                    Some("before") => true,
+                    Some(v) => {
+                        return err(line, format!("attach takes after or before, got '{v}'"));
+                    }
+                };
+                let limit = take(&mut opts, "limit").map(Expr);
+                let truncate = take(&mut opts, "truncate").map(Expr);
+                let expect_error = take(&mut opts, "expect-error");
+                no_more(line, &opts)?;
+                Op::Restore {
+                    name: name.clone(),
+                    attach_before,
+                    limit,
+                    truncate,
+                    expect_error,
+                }
+            }
             "checkpoint" => {
                 want(1)?;
                 Op::Checkpoint {

@@ -107,6 +107,16 @@ pub trait ScenarioTarget {
         format!("{:#x}", fault.code)
     }
 
+    /// The model's snapshot stream (its `save_bytes`).
+    fn snapshot(&mut self) -> Result<Vec<u8>, TargetError> {
+        Err(TargetError::unsupported("snapshot"))
+    }
+
+    /// Restores a snapshot stream into this (fresh) model (its `restore_bytes`).
+    fn restore(&mut self, _stream: &[u8]) -> Result<(), TargetError> {
+        Err(TargetError::unsupported("restore"))
+    }
+
     /// An intercepted instruction (s390). Models without instructions keep the default.
     fn instruction(
         &mut self,

@@ -130,8 +130,8 @@ fn target_error(e: VtdError) -> TargetError {
         VtdError::AlreadyAttached { .. } => "already-attached",
         VtdError::NotAttached { .. } => "not-attached",
         VtdError::CachingModeOff => "caching-mode-off",
-        VtdError::IncompatibleSnapshot => "incompatible-snapshot",
         VtdError::HostNotCoherent { .. } => "host-not-coherent",
+        VtdError::Snapshot(_) => "snapshot",
     };
     TargetError::new(kind, e.to_string())
 }
@@ -205,6 +205,14 @@ impl ScenarioTarget for VtdTarget {
 
     fn interrupt_remapper(&self) -> Option<Arc<dyn InterruptRemapper>> {
         Some(Arc::new(self.vtd.clone()))
+    }
+
+    fn snapshot(&mut self) -> Result<Vec<u8>, TargetError> {
+        Ok(self.vtd.save_bytes())
+    }
+
+    fn restore(&mut self, stream: &[u8]) -> Result<(), TargetError> {
+        self.vtd.restore_bytes(stream).map_err(target_error)
     }
 }
 

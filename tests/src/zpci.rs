@@ -241,6 +241,7 @@ fn model_error(e: ModelError) -> TargetError {
         ModelError::HostUnmap { .. } => "host-unmap",
         ModelError::HostRefused { .. } => "host-refused",
         ModelError::InvalidConfig(_) => "invalid-config",
+        ModelError::Snapshot(_) => "snapshot",
     };
     TargetError::new(kind, e.to_string())
 }
@@ -491,6 +492,18 @@ impl ScenarioTarget for ZpciTarget {
             .zpci
             .attach_host(Fid(dev), Box::new(host))
             .map_err(model_error);
+        self.zpci.take_events();
+        r
+    }
+
+    fn snapshot(&mut self) -> Result<Vec<u8>, TargetError> {
+        Ok(self.zpci.save_bytes())
+    }
+
+    /// The functions are plugged by `new` from the same `model` options, with fresh PCI
+    /// backends (device state is the VMM's to migrate, not the IOMMU's).
+    fn restore(&mut self, stream: &[u8]) -> Result<(), TargetError> {
+        let r = self.zpci.restore_bytes(stream).map_err(model_error);
         self.zpci.take_events();
         r
     }

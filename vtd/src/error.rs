@@ -3,6 +3,7 @@
 use std::fmt;
 use viommu_shared::host::HostError;
 use viommu_shared::pt::Run;
+use viommu_shared::snapshot::SnapshotError;
 
 /// Errors reported to the VMM (never to the guest: the guest sees only what the architecture
 /// defines).
@@ -45,9 +46,9 @@ pub enum VtdError {
     /// Passthrough devices need caching mode (CAP.CM): without it the guest does not
     /// invalidate after mapping, so the host could not follow (QEMU refuses the same way).
     CachingModeOff,
-    /// A snapshot does not fit this unit's configuration (fault record count, queue
-    /// geometry); nothing was changed.
-    IncompatibleSnapshot,
+    /// A snapshot stream or state was refused (corrupt, hostile, another format version, or
+    /// not fitting this unit's configuration); the unit was reset.
+    Snapshot(SnapshotError),
     /// The unit advertises snoop control (ECAP.SC, [`Config::snoop_control`](crate::Config))
     /// but the host backend does not enforce cache coherency
     /// ([`HostDma::enforces_coherency`](viommu_shared::host::HostDma::enforces_coherency)):
@@ -92,9 +93,7 @@ impl fmt::Display for VtdError {
             VtdError::CachingModeOff => {
                 write!(f, "shadowing a passthrough device needs caching mode")
             }
-            VtdError::IncompatibleSnapshot => {
-                write!(f, "snapshot does not match this unit's configuration")
-            }
+            VtdError::Snapshot(e) => write!(f, "snapshot refused: {e}"),
             VtdError::HostNotCoherent { device_id } => write!(
                 f,
                 "device {device_id:#06x}: ECAP.SC is advertised but the host does not enforce cache coherency"

@@ -36,7 +36,8 @@
 //!   error, so wire its interrupt output to the remapper instead. IRTE formats: [`irte`].
 //! - Introspection: [`Vtd::fault_records`], [`Vtd::stats`], [`Vtd::host_mappings`],
 //!   [`Vtd::shadow_space`], [`Vtd::device_space`]; migration: [`Vtd::save`] /
-//!   [`Vtd::restore`].
+//!   [`Vtd::restore`] (or [`Vtd::save_bytes`] / [`Vtd::restore_bytes`] for the versioned
+//!   stream; see [`snapshot`]).
 //! - [`testing`]: encoders of every guest structure and a Linux-like [`testing::GuestDriver`].
 //! - [`fuzz_support`]: bodies and oracles of the `vtd` and `walker_vtd` fuzz targets (also
 //!   replayed by `cargo test`).
@@ -139,7 +140,7 @@ pub use fault::{Fault, FaultReason, FaultRecord};
 pub use format::SecondStage;
 pub use model::{InterruptRemapping, Vtd};
 pub use shadow::HostBackend;
-pub use snapshot::{QueueSnapshot, VtdSnapshot};
+pub use snapshot::{QueueSnapshot, VTD_SNAPSHOT_VERSION, VtdSnapshot};
 pub use space::Space;
 pub use stats::VtdStats;
 pub use tables::{RootMode, RootPointer};

@@ -4,13 +4,12 @@ use crate::caps;
 use crate::config::Config;
 use crate::error::VtdError;
 use crate::fault::{Fault, FaultRecord};
-use crate::queue::Queue;
 use crate::regs::{CAP, ECAP, FRCD_BASE, GCMD_CFI, GCMD_IRE, GSTS, REGS};
 use crate::shadow::{HostBackend, ShadowedDevice, new_engine};
-use crate::snapshot::{QueueSnapshot, VtdSnapshot};
+use crate::snapshot::{QueueSnapshot, VTD_SNAPSHOT_VERSION, VtdSnapshot};
 use crate::space::Space;
 use crate::stats::VtdStats;
-use crate::tables::{RootMode, RootPointer};
+use crate::tables::RootPointer;
 use crate::unit::{HANDLERS, Unit};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -23,6 +22,7 @@ use viommu_shared::irq::{
 use viommu_shared::memory::{DmaMapping, MemoryEvent, MemoryEvents};
 use viommu_shared::regs::{MmioHandler, Msi, MsiSink, RegisterBank, RegisterFile, check_access};
 use viommu_shared::shadow::{ShadowMapping, SyncReport};
+use viommu_shared::snapshot::{SnapshotError, restore_registers, save_registers};
 use vm_memory::GuestMemoryMmap;
 
 /// The register bank and the state behind it, under one lock.
@@ -464,21 +464,15 @@ impl Vtd {
         Ok(r)
     }
 
-    /// The guest-visible state, for migration.
+    /// The architectural state, for migration (see [`crate::snapshot`]).
     pub fn save(&self) -> VtdSnapshot {
         let inner = self.core.lock();
-        let regs = inner.bank.regs();
-        let registers = regs
-            .specs()
-            .iter()
-            .enumerate()
-            .map(|(i, spec)| (spec.offset, regs.get(i).unwrap_or(0)))
-            .collect();
         let unit = &inner.unit;
         let (fault_records, next_fault_record) = unit.faults.save();
         let q = unit.queue;
         VtdSnapshot {
-            registers,
+            version: VTD_SNAPSHOT_VERSION,
+            registers: save_registers(inner.bank.regs()),
             fault_records,
             next_fault_record,
             root: unit.root,
@@ -494,52 +488,85 @@ impl Vtd {
         }
     }
 
-    /// Loads a state produced by [`save`](Self::save) on a unit with the same configuration.
-    /// Caches are emptied and passthrough devices re-synced from the guest's tables (a host
-    /// failure there is returned after the state is loaded).
+    /// [`save`](Self::save) as a stream ([`VtdSnapshot::to_bytes`]).
+    pub fn save_bytes(&self) -> Vec<u8> {
+        self.save().to_bytes()
+    }
+
+    /// Loads a state produced by [`save`](Self::save) on a unit with the same configuration,
+    /// then rebuilds what is derived from guest memory: the emulated-device IOTLB is emptied
+    /// and every passthrough device's space is re-resolved from the guest's tables and
+    /// re-synced into its host (reclaim and retry on host out-of-resources, as at runtime; a
+    /// host failure is returned after the state is loaded).
+    ///
+    /// Hosts may be attached before or after: [`attach_host`](Self::attach_host) syncs
+    /// from the current state either way, and the result is the same. The VMM should
+    /// restore first and attach the destination's hosts after: a unit in its reset state
+    /// does not translate, so a host attached before the restore first maps (pins) all of
+    /// guest RAM only to have it unmapped again by the restore's re-sync. Each
+    /// `attach_host` returns its device's host failure.
+    ///
+    /// A state no unit with this configuration could hold is refused with
+    /// [`VtdError::Snapshot`] and the unit is reset (as by [`reset`](Self::reset)).
     pub fn restore(&self, snapshot: &VtdSnapshot) -> Result<(), VtdError> {
-        let q = snapshot.queue;
-        let queue_ok = !q.enabled
-            || (q.entries.is_power_of_two()
-                && (128..=32768).contains(&q.entries)
-                && q.head < q.entries
-                && (!q.wide || self.core.config.scalable_mode));
-        let root_ok = self.core.config.scalable_mode || snapshot.root.mode == RootMode::Legacy;
-        if !queue_ok || !root_ok {
-            return Err(VtdError::IncompatibleSnapshot);
+        let cap = self.cap();
+        let ecap = self.ecap();
+        let mut inner = self.core.lock();
+        let loaded = snapshot
+            .validate(&self.core.config, cap, ecap)
+            .and_then(|()| {
+                let Inner { bank, unit } = &mut *inner;
+                // Registers first: `restore_registers` leaves them untouched on error.
+                restore_registers(
+                    bank.regs_mut(),
+                    &snapshot.registers,
+                    crate::snapshot::MODEL_BITS,
+                )?;
+                if !unit
+                    .faults
+                    .restore(&snapshot.fault_records, snapshot.next_fault_record)
+                {
+                    return Err(SnapshotError::mismatch("fault_records"));
+                }
+                unit.queue = snapshot.latched_queue();
+                unit.root = snapshot.root;
+                unit.translating = snapshot.translating;
+                unit.irta = snapshot.irta;
+                Ok(())
+            });
+        drop(inner);
+        if let Err(e) = loaded {
+            self.reset_after_refused_snapshot();
+            return Err(VtdError::Snapshot(e));
         }
         let mut inner = self.core.lock();
-        let Inner { bank, unit } = &mut *inner;
-        if !unit
-            .faults
-            .restore(&snapshot.fault_records, snapshot.next_fault_record)
-        {
-            return Err(VtdError::IncompatibleSnapshot);
-        }
-        bank.reset();
-        for &(offset, value) in &snapshot.registers {
-            bank.regs_mut().set_at(offset, value);
-        }
-        unit.queue = if q.enabled {
-            Queue {
-                enabled: true,
-                base: q.base,
-                entries: q.entries,
-                wide: q.wide,
-                head: q.head,
-            }
-        } else {
-            Queue::default()
-        };
-        unit.root = snapshot.root;
-        unit.translating = snapshot.translating;
-        unit.irta = snapshot.irta;
         inner.load_capabilities();
         let unit = &mut inner.unit;
+        unit.last_fault = None;
         unit.iotlb.invalidate_all();
         unit.refresh(|_, _| true);
         unit.notify_ir(IrInvalidation::All);
         self.core.finish(inner)
+    }
+
+    /// Decodes a stream ([`VtdSnapshot::from_bytes`]) and [`restore`](Self::restore)s it; a
+    /// stream that does not decode also leaves the unit reset.
+    pub fn restore_bytes(&self, bytes: &[u8]) -> Result<(), VtdError> {
+        match VtdSnapshot::from_bytes(bytes) {
+            Ok(s) => self.restore(&s),
+            Err(e) => {
+                self.reset_after_refused_snapshot();
+                Err(VtdError::Snapshot(e))
+            }
+        }
+    }
+
+    /// Resets after a refused snapshot; the snapshot error is what the caller gets, so a
+    /// host error of the reset's re-sync is counted as not returned.
+    fn reset_after_refused_snapshot(&self) {
+        if self.reset().is_err() {
+            self.core.lock().unit.stats.errors_not_returned += 1;
+        }
     }
 }
 

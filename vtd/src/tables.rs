@@ -9,7 +9,9 @@ use crate::space::Space;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 /// Translation table mode latched from RTADDR.TTM by SRTP.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum RootMode {
     /// TTM = 00b: legacy root and context entries.
     #[default]
@@ -21,7 +23,10 @@ pub enum RootMode {
 }
 
 /// The root table pointer as latched by the last SRTP.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(deny_unknown_fields)]
 pub struct RootPointer {
     /// Guest-physical address of the root table (bits above HAW dropped).
     pub addr: u64,

@@ -7,6 +7,7 @@ use common::*;
 use std::sync::Arc;
 use viommu_shared::Perm;
 use viommu_shared::regs::RecordingMsiSink;
+use viommu_shared::snapshot::SnapshotError;
 use viommu_vtd::regs::*;
 use viommu_vtd::testing::{desc, entry};
 use viommu_vtd::{Config, Vtd, VtdError};
@@ -78,6 +79,87 @@ fn save_and_restore_round_trip() {
         fx.mem.clone(),
         Arc::new(RecordingMsiSink::new()),
     );
-    assert_eq!(other.restore(&snap), Err(VtdError::IncompatibleSnapshot));
+    assert_eq!(
+        other.restore(&snap),
+        Err(VtdError::Snapshot(SnapshotError::Mismatch {
+            field: "fault_records"
+        }))
+    );
     assert_eq!(other.mmio_read(GSTS, 4), 0);
+}
+
+/// A state no unit could hold — a register bit the guest cannot write, status bits that
+/// contradict the latched state — is refused with a typed error naming the field, and the
+/// unit is reset: translation off, so its passthrough device is back on the identity map.
+#[test]
+fn hostile_states_are_refused_and_reset_the_unit() {
+    let fx = Fixture::new(Config::default());
+    let mut drv = fx.driver();
+    drv.enable_qi(false).unwrap();
+    drv.set_root_table(false).unwrap();
+    drv.gcmd(GCMD_TE, true).unwrap();
+    let good = fx.vtd.save();
+    let set = |s: &mut viommu_vtd::VtdSnapshot, off: u64, v: u64| {
+        s.registers
+            .iter_mut()
+            .find(|r| r.offset == off)
+            .unwrap()
+            .value = v;
+    };
+    let mut iqt_bit0 = good.clone();
+    set(&mut iqt_bit0, IQT, 1);
+    let mut te_off = good.clone();
+    te_off.translating = false;
+    let mut wide_legacy = good.clone();
+    wide_legacy.queue.wide = true;
+    let mut queue_off_with_head = good.clone();
+    queue_off_with_head.queue.enabled = false;
+    let mut ttm_legacy = good.clone();
+    let rtaddr = ttm_legacy
+        .registers
+        .iter()
+        .find(|r| r.offset == RTADDR)
+        .unwrap()
+        .value;
+    set(&mut ttm_legacy, RTADDR, rtaddr | RTADDR_TTM_SCALABLE);
+    for (bad, want) in [
+        (iqt_bit0, SnapshotError::Invalid { field: "IQT" }),
+        (te_off, SnapshotError::Invalid { field: "GSTS" }),
+        (wide_legacy, SnapshotError::Mismatch { field: "queue" }),
+        (
+            queue_off_with_head,
+            SnapshotError::Invalid { field: "queue" },
+        ),
+        (
+            ttm_legacy,
+            SnapshotError::Mismatch {
+                field: "RTADDR/IQA",
+            },
+        ),
+    ] {
+        let dst = Vtd::new(
+            Config::default(),
+            fx.mem.clone(),
+            Arc::new(RecordingMsiSink::new()),
+        );
+        let host = sim_host();
+        dst.attach_host(0x18, Box::new(host.clone())).unwrap();
+        dst.restore(&good).unwrap();
+        assert!(dst.translation_enabled());
+        assert_eq!(dst.restore(&bad), Err(VtdError::Snapshot(want)));
+        assert_eq!(dst.mmio_read(GSTS, 4), 0);
+        assert!(!dst.translation_enabled());
+        assert_eq!(
+            dst.save(),
+            Vtd::new(
+                Config::default(),
+                fx.mem.clone(),
+                Arc::new(RecordingMsiSink::new())
+            )
+            .save()
+        );
+        // Untranslated: the host maps guest RAM 1:1 again.
+        assert!(host_maps(&host).iter().all(|&(iova, gpa, _)| iova == gpa));
+        assert!(!host_maps(&host).is_empty());
+    }
 }

@@ -10,9 +10,12 @@
 //! - [`model`] (target `amd_vi`): a hostile guest and VMM driving the IOMMU.
 //! - [`walker`] (target `walker_amd`): the shared walker over hostile v1 page tables.
 
+pub mod migration;
 pub mod model;
+pub mod restore;
 pub mod walker;
 
 pub use model::model;
+pub use restore::restore;
 pub use viommu_shared::fuzz_support::Encoder;
 pub use walker::walker;

@@ -11,9 +11,12 @@
 //! - [`model`] (target `zpci`): a hostile guest issuing zPCI instructions over its DMA tables.
 //! - [`walker`] (target `walker_s390`): the shared walker over hostile s390 DMA tables.
 
+pub mod migration;
 pub mod model;
+pub mod restore;
 pub mod walker;
 
 pub use model::model;
+pub use restore::restore;
 pub use viommu_shared::fuzz_support::Encoder;
 pub use walker::walker;

@@ -429,7 +429,21 @@ pub struct World {
     pub pristine: bool,
 }
 
-fn host_config(limit: u32) -> SimHostConfig {
+/// Plugs function [`FID`] (a 4 KiB BAR 0 of memory) into `zpci`; returns its handle.
+pub(crate) fn plug(zpci: &Zpci) -> Result<Fh, String> {
+    let dev = MemFunction::new(
+        0x1014,
+        0x04ed,
+        [4096, 0, 0, 0, 0, 0],
+        [0xc000_0004, 0, 0, 0, 0, 0],
+    );
+    let mut fcfg = FunctionConfig::new(FID, 0x77);
+    fcfg.bar_sizes[0] = 4096;
+    zpci.add_function(fcfg, Box::new(dev))
+        .map_err(|e| format!("add_function: {e:?}"))
+}
+
+pub(crate) fn host_config(limit: u32) -> SimHostConfig {
     // Like VFIO, the host refuses guest-physical addresses outside RAM.
     let mut c = SimHostConfig::s390(HOST_APERTURE).with_entry_limit(limit);
     c.backed = Some(vec![AddrRange::new(0, RAM)]);
@@ -471,17 +485,7 @@ impl World {
             ..Config::default()
         };
         let zpci = Zpci::new(config, mem.clone(), Arc::new(RecordingMsiSink::new()));
-        let dev = MemFunction::new(
-            0x1014,
-            0x04ed,
-            [4096, 0, 0, 0, 0, 0],
-            [0xc000_0004, 0, 0, 0, 0, 0],
-        );
-        let mut fcfg = FunctionConfig::new(FID, 0x77);
-        fcfg.bar_sizes[0] = 4096;
-        let fh0 = zpci
-            .add_function(fcfg, Box::new(dev))
-            .map_err(|e| format!("add_function: {e:?}"))?;
+        let fh0 = plug(&zpci)?;
         let limit = setup.host_limit();
         let host = SharedSimHost::new(host_config(limit));
         zpci.attach_host(FID, Box::new(host.clone()))

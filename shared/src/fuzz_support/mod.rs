@@ -9,11 +9,13 @@ pub mod encode;
 pub mod oracle;
 pub mod replay;
 pub mod shadow;
+pub mod stream;
 pub mod walker;
 
 pub use encode::Encoder;
 pub use oracle::{check_enumeration, check_lookups, check_record_matches_host};
 pub use shadow::shadow;
+pub use stream::hostile_stream;
 pub use walker::walker;
 
 /// A deterministic xorshift64* generator for pseudo-random replay inputs.

@@ -8,11 +8,16 @@
 //! reject inconsistent states.
 //!
 //! - [`model`] (target `vtd`): a hostile guest and VMM driving a whole unit.
+//! - [`migration`]: the migration property (a run with save/restore part-way matches one
+//!   without), used by `tests/migration_props.rs`.
 //! - [`walker`] (target `walker_vtd`): the shared walker over hostile second-stage tables.
 
+pub mod migration;
 pub mod model;
+pub mod restore;
 pub mod walker;
 
 pub use model::model;
+pub use restore::restore;
 pub use viommu_shared::fuzz_support::Encoder;
 pub use walker::walker;

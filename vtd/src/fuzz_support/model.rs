@@ -487,7 +487,7 @@ pub struct World {
     /// The passthrough device's host.
     pub host: SharedSimHost,
     /// Its flavour and entry limit.
-    host_config: (HostFlavour, u32),
+    pub(crate) host_config: (HostFlavour, u32),
     scalable: bool,
     tail: u64,
     /// The unit's interrupt output (fault events, remapped interrupts).
@@ -523,6 +523,21 @@ fn expect_ok_or_oor(r: Result<(), VtdError>, what: &str) -> Result<(), String> {
 }
 
 impl World {
+    /// The unit's interrupt output, for a destination unit after migration.
+    pub(crate) fn msi_sink(&self) -> Arc<RecordingMsiSink> {
+        self.msi.clone()
+    }
+
+    /// A route table over the current unit with every route resolved again, as a
+    /// destination VMM rebuilds its routes (derived state) after a restore.
+    pub(crate) fn rebuild_routes(&mut self) {
+        let routes = RouteTable::new(Arc::new(self.vtd.clone()), None);
+        for (id, src, m) in route_list() {
+            let _ = routes.set(id, src, m);
+        }
+        self.routes = routes;
+    }
+
     /// A unit with one passthrough device ([`DEV`]) attached to a fresh host; unless
     /// `setup.blank`, booted the way Linux boots: root table, queued invalidation, a context
     /// (legacy, or scalable with a PASID table) for [`DEV`] over a table mapping 16 pages at

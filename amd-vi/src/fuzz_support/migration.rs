@@ -1,0 +1,217 @@
+//! Migration property: a scenario run with a save/restore into a fresh IOMMU and fresh
+//! [`SharedSimHost`]s part-way behaves, from the guest's side, exactly like the same
+//! scenario run without one.
+//!
+//! [`run_migrated`] runs the input twice from the same setup. The reference run goes through
+//! unchanged, except that its emulated-DMA caches are flushed at the split (a cache may drop
+//! entries at any time; the restored IOMMU starts empty). The migrated run, at the split,
+//! saves the IOMMU as a stream, builds a new IOMMU over the same guest memory with new hosts
+//! (attached before or after the restore), and restores the stream; a witness IOMMU
+//! attaching its hosts the other way round must end with the same host mappings. After every
+//! later step the two IOMMUs' architectural state ([`AmdVi::save`]: every register, the
+//! command-halt latch) must be equal, and at the end the guest memory (event log, completion
+//! stores, …) too. Then both runs issue INVALIDATE_IOMMU_ALL and a completion wait; when it
+//! completes on both without host exhaustion, the host mappings must be identical.
+
+use super::model::{Input, MAX_OPS, Op, SEM, World};
+use crate::{AmdVi, AmdViError};
+use std::sync::Arc;
+use viommu_shared::host::{SharedSimHost, SimHostConfig};
+use viommu_shared::regs::RecordingMsiSink;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+
+/// How the migrated run moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Migration {
+    /// Steps run before the snapshot.
+    pub split: usize,
+    /// Attach the destination's hosts after the restore instead of before.
+    pub attach_after: bool,
+    /// The destination hosts' entry limit (`None`: the source's).
+    pub limit: Option<u32>,
+}
+
+/// What a restore and its attaches returned: out of resources is acceptable (and noted).
+fn accept(r: Result<(), AmdViError>, oor: &mut bool) -> Result<(), String> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(AmdViError::HostOutOfResources { .. }) => {
+            *oor = true;
+            Ok(())
+        }
+        Err(e) => Err(format!("migration: {e:?}")),
+    }
+}
+
+impl World {
+    /// A fresh IOMMU like this one's, with fresh hosts like this world's (entry limit
+    /// `limit` if given), restored from `bytes` with the hosts attached before or after.
+    /// Returns the IOMMU, its hosts, and whether the last step ran out of host entries.
+    fn restored(
+        &self,
+        bytes: &[u8],
+        attach_after: bool,
+        limit: Option<u32>,
+    ) -> Result<(AmdVi, Vec<SharedSimHost>, bool), String> {
+        let iommu = AmdVi::new(
+            self.iommu.config().clone(),
+            self.mem.clone(),
+            Arc::new(RecordingMsiSink::new()),
+        );
+        let hosts: Vec<SharedSimHost> = self
+            .hosts
+            .iter()
+            .map(|h| {
+                SharedSimHost::new(
+                    SimHostConfig::amd_vi()
+                        .with_flavour(h.flavour)
+                        .with_entry_limit(limit.map_or(h.limit, |l| l.min(h.limit))),
+                )
+            })
+            .collect();
+        let attach = |oor: &mut bool| -> Result<(), String> {
+            for (h, sim) in self.hosts.iter().zip(&hosts) {
+                accept(iommu.attach_host(h.device, Box::new(sim.clone())), oor)?;
+            }
+            Ok(())
+        };
+        let mut first = false;
+        let mut last = false;
+        if attach_after {
+            accept(iommu.restore_bytes(bytes), &mut first)?;
+            attach(&mut last)?;
+        } else {
+            attach(&mut first)?;
+            accept(iommu.restore_bytes(bytes), &mut last)?;
+        }
+        Ok((iommu, hosts, last))
+    }
+
+    /// Moves this world to a fresh IOMMU and fresh hosts over the same guest memory, through
+    /// the snapshot stream; checks that attaching before or after the restore gives the same
+    /// host mappings. Returns whether the destination ran out of host entries.
+    pub fn migrate(&mut self, m: Migration) -> Result<bool, String> {
+        let bytes = self.iommu.save_bytes();
+        let (iommu, hosts, oor) = self.restored(&bytes, m.attach_after, m.limit)?;
+        if iommu.save() != self.iommu.save() {
+            return Err("the restored IOMMU's state differs from the saved one".into());
+        }
+        let (witness, _witness_hosts, witness_oor) =
+            self.restored(&bytes, !m.attach_after, m.limit)?;
+        if !oor && !witness_oor {
+            for h in &self.hosts {
+                let (a, b) = (
+                    iommu.host_mappings(h.device),
+                    witness.host_mappings(h.device),
+                );
+                if a != b {
+                    return Err(format!(
+                        "device {}: attaching before and after the restore differ:\n{a:x?}\n{b:x?}",
+                        h.device
+                    ));
+                }
+            }
+        }
+        self.iommu = iommu;
+        for (h, sim) in self.hosts.iter_mut().zip(hosts) {
+            h.host = sim;
+            if let Some(l) = m.limit {
+                h.limit = l.min(h.limit);
+            }
+        }
+        Ok(oor)
+    }
+
+    /// INVALIDATE_IOMMU_ALL and a completion wait; whether it completed and fit the hosts.
+    fn final_flush(&mut self) -> Result<(bool, bool), String> {
+        let oor_before = self.iommu.stats().host_out_of_resources;
+        let _ = self.mem.write_obj(0u64, GuestAddress(SEM));
+        self.step(&Op::Flush {
+            domain: 0,
+            index: 0,
+            order: 0,
+            all: true,
+        })?;
+        let done: u64 = self.mem.read_obj(GuestAddress(SEM)).unwrap_or(0);
+        Ok((
+            done != 0,
+            self.iommu.stats().host_out_of_resources == oor_before,
+        ))
+    }
+}
+
+fn memory(w: &World) -> Vec<u8> {
+    let mut out = Vec::new();
+    for r in w.mem.iter() {
+        let mut buf = vec![0u8; r.len() as usize];
+        let _ = w.mem.read_slice(&mut buf, r.start_addr());
+        out.extend_from_slice(&buf);
+    }
+    out
+}
+
+/// Runs `input` with and without a migration at `m.split`; the first difference is returned.
+/// IVRS aliases are the VMM's topology, not migrated state: [`Op::Alias`] steps are skipped
+/// in both runs.
+pub fn run_migrated(input: &Input, m: Migration) -> Result<(), String> {
+    let ops: Vec<&Op> = input
+        .ops
+        .iter()
+        .take(MAX_OPS)
+        .filter(|op| !matches!(op, Op::Alias { .. }))
+        .collect();
+    let mut reference = World::new(input.setup)?;
+    let mut migrated = World::new(input.setup)?;
+    let split = m.split.min(ops.len());
+    for (i, op) in ops[..split].iter().enumerate() {
+        reference.step(op).map_err(|e| format!("step {i}: {e}"))?;
+        migrated.step(op).map_err(|e| format!("step {i}: {e}"))?;
+    }
+    reference.iommu.iotlb().invalidate_all();
+    let restore_oor = migrated.migrate(m)?;
+    migrated
+        .check()
+        .map_err(|e| format!("after restore: {e}"))?;
+    for (i, op) in ops.iter().enumerate().skip(split) {
+        reference
+            .step(op)
+            .map_err(|e| format!("reference step {i}: {e}"))?;
+        migrated
+            .step(op)
+            .map_err(|e| format!("migrated step {i}: {e}"))?;
+        if reference.iommu.save() != migrated.iommu.save() {
+            return Err(format!(
+                "state differs after step {i} {op:?}:\n{:?}\n{:?}",
+                reference.iommu.save(),
+                migrated.iommu.save()
+            ));
+        }
+    }
+    if memory(&reference) != memory(&migrated) {
+        return Err("guest memory differs".into());
+    }
+    let (done_r, fit_r) = reference.final_flush()?;
+    let (done_m, fit_m) = migrated.final_flush()?;
+    if done_r != done_m {
+        return Err("the final flush completed on one side only".into());
+    }
+    if done_r && fit_r && fit_m && m.limit.is_none() && !restore_oor {
+        for h in &reference.hosts {
+            let (a, b) = (
+                reference.iommu.host_mappings(h.device),
+                migrated.iommu.host_mappings(h.device),
+            );
+            if a != b {
+                return Err(format!(
+                    "device {}: host mappings differ after the final flush:\n{a:x?}\n{b:x?}",
+                    h.device
+                ));
+            }
+        }
+    }
+    for i in 0..reference.hosts.len() {
+        migrated.detach(i)?;
+        reference.detach(i)?;
+    }
+    Ok(())
+}
