@@ -30,8 +30,13 @@ pub enum IommuTable {
         /// Host address width in bits (the DMAR stores it minus one).
         host_address_width: u8,
     },
-    /// An IVRS with one type-11h IVHD selecting all devices (`IVHD_DEV_ALL`).
-    Ivrs(IvrsInfo),
+    /// An IVRS with one type-11h IVHD selecting each of `devices` (requester ids).
+    Ivrs {
+        /// The model's IVRS values.
+        info: IvrsInfo,
+        /// Requester ids of every function behind the IOMMU (its own included).
+        devices: Vec<u16>,
+    },
 }
 
 /// What the tables describe.
@@ -190,15 +195,23 @@ pub fn dmar(register_base: u64, host_address_width: u8) -> Vec<u8> {
 }
 
 /// The IVRS (AMD IOMMU spec 48882 §5.2): IVinfo and one IVHD of type 11h from the model's
-/// [`IvrsInfo`], with one `IVHD_DEV_ALL` (type 1) entry.
-pub fn ivrs(info: &IvrsInfo) -> Vec<u8> {
+/// [`IvrsInfo`], with one 4-byte select entry (type 2) per device.
+///
+/// Not `IVHD_DEV_ALL`: Linux sizes its device table and its flush loops by the highest
+/// device id the IVHD names, and Linux 6.1 ignores the IVHD's EFR copy unless it reports
+/// GASup (`init_iommu_one`), so before reading the MMIO EFR it flushes with one
+/// INVALIDATE_DEVTAB_ENTRY per device id and one INVALIDATE_IOMMU_PAGES per domain id up to
+/// that id: with `IVHD_DEV_ALL` that is 3 × 65536 commands, each a trapped tail write
+/// (a 40 s soft lockup in the nested test), with the device list a few dozen.
+pub fn ivrs(info: &IvrsInfo, devices: &[u16]) -> Vec<u8> {
     let mut t = sdt(b"IVRS", 2);
     t.append_slice(&info.iv_info.to_le_bytes());
     t.append_slice(&[0u8; 8]);
-    let mut h = Vec::with_capacity(44);
+    let len = 40 + 4 * devices.len();
+    let mut h = Vec::with_capacity(len);
     h.push(0x11);
     h.push(info.ivhd_flags);
-    h.extend_from_slice(&44u16.to_le_bytes());
+    h.extend_from_slice(&(len as u16).to_le_bytes());
     h.extend_from_slice(&info.device_id.to_le_bytes());
     h.extend_from_slice(&info.capability_offset.to_le_bytes());
     h.extend_from_slice(&info.mmio_base.to_le_bytes());
@@ -207,9 +220,12 @@ pub fn ivrs(info: &IvrsInfo) -> Vec<u8> {
     h.extend_from_slice(&info.attributes.to_le_bytes());
     h.extend_from_slice(&info.efr.to_le_bytes());
     h.extend_from_slice(&info.efr2.to_le_bytes());
-    // IVHD_DEV_ALL: every device id, data setting 0.
-    h.extend_from_slice(&[0x01, 0, 0, 0]);
-    debug_assert_eq!(h.len(), 44);
+    for d in devices {
+        // IVHD_DEV_SELECT, data setting 0.
+        let [lo, hi] = d.to_le_bytes();
+        h.extend_from_slice(&[0x02, lo, hi, 0]);
+    }
+    debug_assert_eq!(h.len(), len);
     t.append_slice(&h);
     t.as_slice().to_vec()
 }
@@ -230,7 +246,7 @@ pub fn build(config: &AcpiConfig) -> Result<AcpiTables, AcpiError> {
             register_base,
             host_address_width,
         } => entries.push(p.place(dmar(*register_base, *host_address_width), 16)),
-        IommuTable::Ivrs(info) => entries.push(p.place(ivrs(info), 16)),
+        IommuTable::Ivrs { info, devices } => entries.push(p.place(ivrs(info, devices), 16)),
     }
     let mut xsdt = sdt(b"XSDT", 1);
     for e in &entries {
@@ -383,7 +399,10 @@ mod tests {
         let info = model.ivrs(0x40);
         let t = build(&AcpiConfig {
             cpus: 1,
-            iommu: IommuTable::Ivrs(info),
+            iommu: IommuTable::Ivrs {
+                info,
+                devices: vec![0x00, 0x08, 0x10],
+            },
         })
         .unwrap();
         let tables = walk(&t);
@@ -397,6 +416,7 @@ mod tests {
         assert_eq!(u16::from_le_bytes([h[6], h[7]]), 0x40);
         assert_eq!(u64_at(h, 8), viommu_amd_vi::DEFAULT_MMIO_BASE);
         assert_eq!(u64_at(h, 24), model.efr());
-        assert_eq!(&h[40..44], &[1, 0, 0, 0]);
+        assert_eq!(h.len(), 52);
+        assert_eq!(&h[40..52], &[2, 0, 0, 0, 2, 8, 0, 0, 2, 0x10, 0, 0]);
     }
 }

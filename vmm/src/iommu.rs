@@ -3,6 +3,7 @@
 //! backend for shadowed devices, and the counters reported at exit.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use viommu_amd_vi::AmdVi;
 use viommu_shared::dma::DeviceIommu;
@@ -54,9 +55,18 @@ pub enum Iommu {
     AmdVi(Arc<AmdVi>),
 }
 
-/// A model operation's error, as text for the VMM's log (the typed error is printed).
+/// How many register-write errors are printed; later ones are only counted (by the model).
+const LOGGED_ERRORS: u64 = 3;
+static ERRORS_SEEN: AtomicU64 = AtomicU64::new(0);
+
+/// Prints a model operation's error for the VMM's log (the first few; the model counts all).
 fn log_error(what: &str, e: &dyn std::fmt::Display) {
-    eprintln!("viommu-vmm: {what}: {e}");
+    let n = ERRORS_SEEN.fetch_add(1, Ordering::Relaxed);
+    if n < LOGGED_ERRORS {
+        eprintln!("viommu-vmm: {what}: {e}");
+    } else if n == LOGGED_ERRORS {
+        eprintln!("viommu-vmm: further register-write errors are only counted");
+    }
 }
 
 impl Iommu {
@@ -122,15 +132,19 @@ impl Iommu {
         }
     }
 
-    /// The ACPI description.
-    pub fn acpi_table(&self) -> IommuTable {
+    /// The ACPI description; `devices` are the requester ids of every PCI function
+    /// (the IVRS lists them).
+    pub fn acpi_table(&self, devices: &[u16]) -> IommuTable {
         match self {
             Iommu::None => IommuTable::None,
             Iommu::Vtd(v) => IommuTable::Dmar {
                 register_base: layout::VTD_MMIO,
                 host_address_width: v.config().address_width.bits() as u8,
             },
-            Iommu::AmdVi(a) => IommuTable::Ivrs(a.ivrs(AMDVI_CAP_OFFSET)),
+            Iommu::AmdVi(a) => IommuTable::Ivrs {
+                info: a.ivrs(AMDVI_CAP_OFFSET),
+                devices: devices.to_vec(),
+            },
         }
     }
 
@@ -267,10 +281,11 @@ mod tests {
                 data: 0x33
             })
         );
-        match Iommu::AmdVi(model).acpi_table() {
-            IommuTable::Ivrs(i) => {
-                assert_eq!(i.device_id, u16::from(AMDVI_DEVFN));
-                assert_eq!(i.capability_offset, AMDVI_CAP_OFFSET);
+        match Iommu::AmdVi(model).acpi_table(&[0, 8, 0x10]) {
+            IommuTable::Ivrs { info, devices } => {
+                assert_eq!(info.device_id, u16::from(AMDVI_DEVFN));
+                assert_eq!(info.capability_offset, AMDVI_CAP_OFFSET);
+                assert_eq!(devices, [0, 8, 0x10]);
             }
             other => panic!("{other:?}"),
         }

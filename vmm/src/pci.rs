@@ -268,6 +268,11 @@ impl PciBus {
         self.functions.push((devfn, function));
     }
 
+    /// The devfns of every function, in order.
+    pub fn devfns(&self) -> Vec<u8> {
+        self.functions.iter().map(|(d, _)| *d).collect()
+    }
+
     /// The function at `devfn`.
     pub fn function_mut(&mut self, devfn: u8) -> Option<&mut (dyn PciFunction + 'static)> {
         self.functions

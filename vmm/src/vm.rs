@@ -285,7 +285,7 @@ pub fn run(cfg: &VmConfig) -> Result<Report, VmError> {
     // ACPI and the kernel.
     let tables = acpi::build(&AcpiConfig {
         cpus: 1,
-        iommu: iommu.acpi_table(),
+        iommu: iommu.acpi_table(&bus.devfns().into_iter().map(u16::from).collect::<Vec<_>>()),
     })
     .map_err(VmError::Acpi)?;
     for (addr, bytes) in &tables.blobs {
