@@ -130,14 +130,34 @@ rm -rf "$L1RD" && mkdir -p "$L1RD"/{bin,dev,proc,sys,tmp,l2}
 cp "$BBROOT/bin/busybox" "$L1RD/bin/busybox"
 cp "$HERE/l1init.sh" "$L1RD/init" && chmod +x "$L1RD/init"
 cp "$VMM" "$L1RD/viommu-vmm"
-cp "$VMLINUZ" "$L1RD/l2/vmlinuz"
+# The L2 kernel as an uncompressed ELF vmlinux when the bzImage's payload is xz or zstd:
+# L2's decompressor would run under TCG (nested), the slowest part of its boot.
+L2KERNEL=$WORK/nested/vmlinux
+rm -f "$L2KERNEL"
+for fmt in 'xz:\xFD\x37\x7A\x58\x5A\x00' 'zstd:\x28\xB5\x2F\xFD'; do
+	off=$(LC_ALL=C grep -obUaP "${fmt#*:}" "$VMLINUZ" 2>/dev/null | head -1 | cut -d: -f1 || true)
+	[ -n "$off" ] || continue
+	case ${fmt%%:*} in
+	xz) tail -c +$((off + 1)) "$VMLINUZ" | xz -dc --single-stream >"$L2KERNEL" 2>/dev/null || true ;;
+	zstd) tail -c +$((off + 1)) "$VMLINUZ" | zstd -dcq >"$L2KERNEL" 2>/dev/null || true ;;
+	esac
+	[ "$(head -c 4 "$L2KERNEL" 2>/dev/null | od -An -c | tr -d ' ')" = '177ELF' ] && break
+	rm -f "$L2KERNEL"
+done
+if [ -e "$L2KERNEL" ]; then
+	L2KIND="vmlinux (ELF, $(($(stat -c %s "$L2KERNEL") >> 20)) MiB)"
+else
+	L2KERNEL=$VMLINUZ
+	L2KIND="bzImage (payload neither xz nor zstd: decompressed by L2 itself)"
+fi
+cp "$L2KERNEL" "$L1RD/l2/vmlinuz"
 (cd "$L2RD" && find . | cpio -o -H newc --quiet -R 0:0 | gzip -6 >"$L1RD/l2/initrd.cpio.gz") ||
 	die "cannot pack the L2 initramfs"
 pack_modules "$L1RD" kvm_amd
 # Uncompressed: decompressing under TCG costs more than reading the larger image.
 L1CPIO=$WORK/nested/l1.cpio
 (cd "$L1RD" && find . | cpio -o -H newc --quiet -R 0:0 >"$L1CPIO") || die "cannot pack the L1 initramfs"
-stage_done "initramfs (L1: ${ORDER[*]}; L2: ${L2MODS[*]})"
+stage_done "initramfs (L1: ${ORDER[*]}; L2: ${L2MODS[*]}; L2 kernel $L2KIND)"
 
 # --- 5. one nested cycle per IOMMU ------------------------------------------------------------
 status=0

@@ -1,6 +1,11 @@
 //! Linux direct boot (x86 64-bit boot protocol, `Documentation/arch/x86/boot.rst`): the
-//! bzImage, command line, initrd and zero page in guest memory, and the vCPU state the 64-bit
+//! kernel, command line, initrd and zero page in guest memory, and the vCPU state the 64-bit
 //! entry point expects (long mode, identity-mapped first GiB, `rsi` = zero page).
+//!
+//! The kernel is a bzImage (entered at its 64-bit entry, 0x200 into the protected-mode part,
+//! which decompresses the kernel) or an uncompressed ELF `vmlinux` (entered at `startup_64`,
+//! its ELF entry, as Firecracker does): in a nested guest under TCG the decompression is the
+//! slowest part of the boot.
 
 use std::fs::File;
 use std::io;
@@ -9,8 +14,8 @@ use kvm_bindings::{kvm_fpu, kvm_regs, kvm_segment, kvm_sregs};
 use linux_loader::cmdline::Cmdline;
 use linux_loader::configurator::linux::LinuxBootConfigurator;
 use linux_loader::configurator::{BootConfigurator, BootParams};
-use linux_loader::loader::bootparam::boot_params;
-use linux_loader::loader::{BzImage, KernelLoader, load_cmdline};
+use linux_loader::loader::bootparam::{boot_params, setup_header};
+use linux_loader::loader::{BzImage, Elf, KernelLoader, load_cmdline};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::layout;
@@ -27,7 +32,7 @@ pub enum BootError {
     Io(&'static str, io::Error),
     /// linux-loader rejected the kernel image.
     Kernel(linux_loader::loader::Error),
-    /// The image has no setup header (not a bzImage).
+    /// The image is neither a bzImage nor an ELF.
     NoSetupHeader,
     /// The command line is invalid or too long.
     Cmdline(linux_loader::cmdline::Error),
@@ -49,7 +54,7 @@ impl std::fmt::Display for BootError {
         match self {
             BootError::Io(what, e) => write!(f, "cannot read the {what}: {e}"),
             BootError::Kernel(e) => write!(f, "cannot load the kernel: {e}"),
-            BootError::NoSetupHeader => write!(f, "the kernel is not a bzImage"),
+            BootError::NoSetupHeader => write!(f, "the kernel is neither a bzImage nor an ELF"),
             BootError::Cmdline(e) => write!(f, "bad command line: {e}"),
             BootError::CmdlineLoad(e) => write!(f, "cannot write the command line: {e}"),
             BootError::InitrdTooLarge { size } => write!(f, "initrd of {size} bytes does not fit"),
@@ -68,8 +73,11 @@ pub struct Loaded {
     pub entry: u64,
 }
 
-/// Loads `kernel` (bzImage), `initrd` and `cmdline` into `mem` (RAM `[0, ram_size)`) and
-/// writes the zero page with an e820 map and the RSDP address.
+/// Boot protocol default for `initrd_addr_max` (protocol < 2.03; ELF kernels carry no header).
+const INITRD_ADDR_MAX_DEFAULT: u32 = 0x37ff_ffff;
+
+/// Loads `kernel` (bzImage or ELF vmlinux), `initrd` and `cmdline` into `mem` (RAM
+/// `[0, ram_size)`) and writes the zero page with an e820 map and the RSDP address.
 pub fn load(
     mem: &GuestMemoryMmap,
     ram_size: u64,
@@ -79,9 +87,23 @@ pub fn load(
     rsdp: u64,
 ) -> Result<Loaded, BootError> {
     let mut kf = File::open(kernel).map_err(|e| BootError::Io("kernel", e))?;
-    let res = BzImage::load(mem, None, &mut kf, Some(GuestAddress(layout::KERNEL_START)))
-        .map_err(BootError::Kernel)?;
-    let mut hdr = res.setup_header.ok_or(BootError::NoSetupHeader)?;
+    let mut magic = [0u8; 4];
+    io::Read::read_exact(&mut kf, &mut magic).map_err(|e| BootError::Io("kernel", e))?;
+    let high = Some(GuestAddress(layout::KERNEL_START));
+    let (res, mut hdr, entry) = if magic == *b"\x7fELF" {
+        let res = Elf::load(mem, None, &mut kf, high).map_err(BootError::Kernel)?;
+        let hdr = setup_header {
+            initrd_addr_max: INITRD_ADDR_MAX_DEFAULT,
+            ..Default::default()
+        };
+        let entry = res.kernel_load.0;
+        (res, hdr, entry)
+    } else {
+        let res = BzImage::load(mem, None, &mut kf, high).map_err(BootError::Kernel)?;
+        let hdr = res.setup_header.ok_or(BootError::NoSetupHeader)?;
+        let entry = res.kernel_load.0 + 0x200;
+        (res, hdr, entry)
+    };
 
     let mut cl = Cmdline::new(layout::CMDLINE_MAX).map_err(BootError::Cmdline)?;
     cl.insert_str(cmdline).map_err(BootError::Cmdline)?;
@@ -97,7 +119,9 @@ pub fn load(
     if let Some(path) = initrd {
         let data = std::fs::read(path).map_err(|e| BootError::Io("initrd", e))?;
         let size = data.len() as u64;
-        let max = u64::from(hdr.initrd_addr_max).min(ram_size);
+        let max = u64::from(hdr.initrd_addr_max)
+            .saturating_add(1)
+            .min(ram_size);
         let at = max
             .checked_sub(size)
             .map(|a| a & !0xfff)
@@ -131,9 +155,7 @@ pub fn load(
     .map_err(BootError::BootParams)?;
     write_page_tables(mem)?;
     write_gdt(mem)?;
-    Ok(Loaded {
-        entry: res.kernel_load.0 + 0x200,
-    })
+    Ok(Loaded { entry })
 }
 
 /// GDT entries: null, 64-bit code, data, TSS.
