@@ -10,14 +10,14 @@
 #
 # usage: run.sh [--iommu vtd|amd-vi|both] [--limit N] [--host-limit N] [--pages N]
 #               [--work DIR] [--timeout SECONDS]
-#   --limit       L2 vfio_iommu_type1.dma_entry_limit (default 1000)
-#   --host-limit  entry limit of the VMM's simulated host backend (default 600: below --limit,
+#   --limit       L2 vfio_iommu_type1.dma_entry_limit (default 500)
+#   --host-limit  entry limit of the VMM's simulated host backend (default 300: below --limit,
 #                 so the shadow runs out of host entries before L2's VFIO does)
-#   --pages       pages l2test tries to map one by one (default 1100)
+#   --pages       pages l2test tries to map one by one (default 550)
 #
 # QEMU, the kernel and busybox come from tests/real-kernel/setup.sh (same cache,
 # /var/tmp/viommu-real-kernel or VIOMMU_RK_WORK). The VMM is built static
-# (CARGO_TARGET_DIR or $WORK/target), l2test with gcc -static. For each IOMMU it checks the
+# (VIOMMU_NESTED_TARGET_DIR or $WORK/target), l2test with gcc -static. For each IOMMU it checks the
 # serial log: L2's IOMMU probe, the DMA verification, the blocked DMA and its fault line in
 # L2's dmesg, and the VMM's exit report (powered off, the one expected fault, host mappings
 # zero at teardown). It never skips: anything missing is a failure naming it.
@@ -27,9 +27,9 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 WORK=${VIOMMU_RK_WORK:-/var/tmp/viommu-real-kernel}
 IOMMUS=(vtd amd-vi)
-LIMIT=1000
-HOST_LIMIT=600
-PAGES=1100
+LIMIT=500
+HOST_LIMIT=300
+PAGES=550
 TIMEOUT=420
 
 die() {
@@ -86,7 +86,8 @@ source "$ROOT/tests/real-kernel/setup.sh"
 
 # --- 3. the VMM (static) and the L2 test program (static) -----------------------------------
 command -v gcc >/dev/null || die "gcc is not installed (needed to build the L2 test program)"
-TARGET_DIR=${CARGO_TARGET_DIR:-$WORK/target}
+# Not CARGO_TARGET_DIR: under `cargo test` that directory's build lock is held by the caller.
+TARGET_DIR=${VIOMMU_NESTED_TARGET_DIR:-$WORK/target}
 (
 	cd "$ROOT"
 	RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR="$TARGET_DIR" \
@@ -146,8 +147,11 @@ for fmt in 'xz:\xFD\x37\x7A\x58\x5A\x00' 'zstd:\x28\xB5\x2F\xFD'; do
 done
 if [ -e "$L2KERNEL" ]; then
 	L2KIND="vmlinux (ELF, $(($(stat -c %s "$L2KERNEL") >> 20)) MiB)"
+	# L0 QEMU boots it too (PVH entry), skipping L1's decompression under TCG.
+	L1KERNEL=$L2KERNEL
 else
 	L2KERNEL=$VMLINUZ
+	L1KERNEL=$VMLINUZ
 	L2KIND="bzImage (payload neither xz nor zstd: decompressed by L2 itself)"
 fi
 cp "$L2KERNEL" "$L1RD/l2/vmlinuz"
@@ -188,7 +192,7 @@ for iommu in "${IOMMUS[@]}"; do
 	t0=$(now_ms)
 	nice -n 5 timeout --kill-after=10 "$TIMEOUT" "$QEMU" "${QEMU_ARGS[@]}" -nodefaults -no-user-config \
 		-display none -accel tcg -machine q35 -cpu max -smp 1 -m 2G \
-		-kernel "$VMLINUZ" -initrd "$L1CPIO" \
+		-kernel "$L1KERNEL" -initrd "$L1CPIO" \
 		-append "console=ttyS0 panic=-1 quiet nested.iommu=$iommu nested.limit=$LIMIT nested.host_limit=$HOST_LIMIT nested.pages=$PAGES" \
 		-serial stdio -no-reboot </dev/null 2>"$qlog" | stamp "$t0" >"$log" || rc=$?
 	cycle=$(secs $(($(now_ms) - t0)))
