@@ -8,11 +8,15 @@
 #        vfio-pci and runs l2test.c (DMA through the vIOMMU, blocked DMA after unmap, the
 #        host entry limit).
 #
-# usage: run.sh [--iommu vtd|amd-vi|both] [--limit N] [--host-limit N] [--pages N]
-#               [--work DIR] [--timeout SECONDS]
+# usage: run.sh [--iommu vtd|amd-vi|both] [--host mixed|sim|vfio] [--limit N] [--host-limit N]
+#               [--pages N] [--work DIR] [--timeout SECONDS]
+#   --host        the VMM's host backend: sim (its simulated type1 host), vfio (a real type1
+#                 container in L1: L0 QEMU gets an intel-iommu and an edu device, which L1
+#                 binds to vfio-pci), or mixed (default: vfio for the VT-d cycle, sim for AMD-Vi)
 #   --limit       L2 vfio_iommu_type1.dma_entry_limit (default 500)
-#   --host-limit  entry limit of the VMM's simulated host backend (default 300: below --limit,
-#                 so the shadow runs out of host entries before L2's VFIO does)
+#   --host-limit  entry limit of the VMM's host backend (the simulated host's, or L1's
+#                 vfio_iommu_type1.dma_entry_limit; default 300: below --limit, so the shadow
+#                 runs out of host entries before L2's VFIO does)
 #   --pages       pages l2test tries to map one by one (default 550)
 #
 # QEMU, the kernel and busybox come from tests/real-kernel/setup.sh (same cache,
@@ -31,6 +35,7 @@ LIMIT=500
 HOST_LIMIT=300
 PAGES=550
 TIMEOUT=420
+HOSTMODE=mixed
 
 die() {
 	echo "nested: FAIL: $*" >&2
@@ -44,6 +49,13 @@ while [ $# -gt 0 ]; do
 		vtd | amd-vi) IOMMUS=("$2") ;;
 		both) IOMMUS=(vtd amd-vi) ;;
 		*) die "--iommu takes vtd, amd-vi or both" ;;
+		esac
+		shift 2
+		;;
+	--host)
+		case "${2:-}" in
+		mixed | sim | vfio) HOSTMODE=$2 ;;
+		*) die "--host takes mixed, sim or vfio" ;;
 		esac
 		shift 2
 		;;
@@ -157,7 +169,7 @@ fi
 cp "$L2KERNEL" "$L1RD/l2/vmlinuz"
 (cd "$L2RD" && find . | cpio -o -H newc --quiet -R 0:0 | gzip -6 >"$L1RD/l2/initrd.cpio.gz") ||
 	die "cannot pack the L2 initramfs"
-pack_modules "$L1RD" kvm_amd
+pack_modules "$L1RD" kvm_amd vfio_pci vfio_iommu_type1
 # Uncompressed: decompressing under TCG costs more than reading the larger image.
 L1CPIO=$WORK/nested/l1.cpio
 (cd "$L1RD" && find . | cpio -o -H newc --quiet -R 0:0 >"$L1CPIO") || die "cannot pack the L1 initramfs"
@@ -188,15 +200,24 @@ report_value() { # key
 for iommu in "${IOMMUS[@]}"; do
 	log=$WORK/logs/nested-$iommu.serial.log
 	qlog=$WORK/logs/nested-$iommu.qemu.log
+	host=$HOSTMODE
+	[ "$host" = mixed ] && { [ "$iommu" = vtd ] && host=vfio || host=sim; }
+	l0dev=(-machine q35)
+	l1app=""
+	if [ "$host" = vfio ]; then
+		# L1 gets an IOMMU and an edu device of its own for the VMM's real VFIO container.
+		l0dev=(-machine q35,kernel-irqchip=split -device intel-iommu,intremap=on,caching-mode=on -device edu)
+		l1app="intel_iommu=on"
+	fi
 	rc=0
 	t0=$(now_ms)
 	nice -n 5 timeout --kill-after=10 "$TIMEOUT" "$QEMU" "${QEMU_ARGS[@]}" -nodefaults -no-user-config \
-		-display none -accel tcg -machine q35 -cpu max -smp 1 -m 2G \
+		-display none -accel tcg "${l0dev[@]}" -cpu max -smp 1 -m 2G \
 		-kernel "$L1KERNEL" -initrd "$L1CPIO" \
-		-append "console=ttyS0 panic=-1 quiet nested.iommu=$iommu nested.limit=$LIMIT nested.host_limit=$HOST_LIMIT nested.pages=$PAGES" \
+		-append "console=ttyS0 panic=-1 quiet $l1app nested.iommu=$iommu nested.host=$host nested.limit=$LIMIT nested.host_limit=$HOST_LIMIT nested.pages=$PAGES" \
 		-serial stdio -no-reboot </dev/null 2>"$qlog" | stamp "$t0" >"$log" || rc=$?
 	cycle=$(secs $(($(now_ms) - t0)))
-	echo "---- $iommu: serial log excerpts ----"
+	echo "---- $iommu (host backend: $host): serial log excerpts ----"
 	grep -aE '^\[ *[0-9.]+\] (L1-|L2-|VMM-|viommu-vmm:)' "$log" | grep -avE '\] L2-PCI' || true
 	why=()
 	if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
@@ -242,7 +263,7 @@ for iommu in "${IOMMUS[@]}"; do
 		FAILED=$((FAILED + ${#why[@]}))
 		status=1
 	fi
-	stage_done "nested cycle $iommu (rc=$rc, cycle $cycle s)"
+	stage_done "nested cycle $iommu/$host (rc=$rc, cycle $cycle s)"
 done
 
 total=$(secs $(($(now_ms) - T_START)))

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, kvm_msi, kvm_pit_config};
 use kvm_ioctls::{Kvm, VcpuExit, VmFd};
-use viommu_shared::host::{SharedSimHost, SimHostConfig};
+use vfio_ioctls::{VfioContainer, VfioDevice, VfioOps};
+use viommu_shared::host::{HostDma, SharedSimHost, SimHostConfig, VfioContainerBackend};
 use viommu_shared::regs::{Msi, MsiSink};
 use vm_memory::iommu::IommuMemory;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
@@ -28,12 +29,19 @@ use crate::pci::{HostBridge, PciBus};
 pub const EDU_DEVFN: u8 = 1 << 3;
 
 /// Which host backend the edu device's address space is shadowed into.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HostKind {
     /// The simulated type1 host (measured kernel semantics) with an entry limit.
     Sim {
         /// DMA entry limit (type1's `dma_entry_limit`).
         limit: u32,
+    },
+    /// A real VFIO type1 container, made usable by attaching the group of the device bound to
+    /// vfio-pci at this sysfs path (e.g. `/sys/bus/pci/devices/0000:00:03.0`). The VMM's guest
+    /// memory is what the container maps (and the kernel pins).
+    Vfio {
+        /// sysfs path of a device bound to vfio-pci.
+        device: String,
     },
     /// No shadowing.
     None,
@@ -73,6 +81,8 @@ pub enum VmError {
     Config(String),
     /// The vCPU stopped with an exit the VMM does not handle.
     UnexpectedExit(String),
+    /// The VFIO container or device for the host backend could not be set up.
+    Vfio(&'static str, vfio_ioctls::VfioError),
 }
 
 impl std::fmt::Display for VmError {
@@ -85,6 +95,7 @@ impl std::fmt::Display for VmError {
             VmError::EventFd(e) => write!(f, "eventfd: {e}"),
             VmError::Config(e) => write!(f, "{e}"),
             VmError::UnexpectedExit(e) => write!(f, "unexpected vCPU exit: {e}"),
+            VmError::Vfio(what, e) => write!(f, "VFIO {what}: {e}"),
         }
     }
 }
@@ -269,17 +280,40 @@ pub fn run(cfg: &VmConfig) -> Result<Report, VmError> {
     // The edu device's address space is also shadowed into a host backend, as for a
     // passthrough device: every guest map and unmap reaches the host.
     let mut host_counters = None;
-    if let (HostKind::Sim { limit }, false) = (cfg.host, matches!(iommu, Iommu::None)) {
-        let sim = match cfg.iommu {
-            IommuKind::AmdVi => SimHostConfig::amd_vi(),
-            _ => SimHostConfig::vtd(),
+    // Keeps the VFIO group attached to the container while the VM runs.
+    let mut _vfio_device = None;
+    let host: Option<Box<dyn HostDma + Send>> = match (&cfg.host, &iommu) {
+        (_, Iommu::None) | (HostKind::None, _) => None,
+        (HostKind::Sim { limit }, _) => {
+            let sim = match cfg.iommu {
+                IommuKind::AmdVi => SimHostConfig::amd_vi(),
+                _ => SimHostConfig::vtd(),
+            }
+            .with_entry_limit(*limit);
+            let host = CountingHost::new(SharedSimHost::new(sim));
+            host_counters = Some(host.counters());
+            Some(Box::new(host))
         }
-        .with_entry_limit(limit);
-        let host = CountingHost::new(SharedSimHost::new(sim));
-        host_counters = Some(host.counters());
-        if let Err(e) = iommu.attach_host(edu_bdf, Box::new(host)) {
-            eprintln!("viommu-vmm: attach host backend: {e}");
+        (HostKind::Vfio { device }, _) => {
+            let container =
+                Arc::new(VfioContainer::new(None).map_err(|e| VmError::Vfio("open container", e))?);
+            let dev = VfioDevice::new(
+                std::path::Path::new(device),
+                container.clone() as Arc<dyn VfioOps>,
+                false,
+            )
+            .map_err(|e| VmError::Vfio("attach device group", e))?;
+            _vfio_device = Some(dev);
+            let host =
+                CountingHost::new(VfioContainerBackend::new(container, Arc::new(mem.clone())));
+            host_counters = Some(host.counters());
+            Some(Box::new(host))
         }
+    };
+    if let Some(host) = host
+        && let Err(e) = iommu.attach_host(edu_bdf, host)
+    {
+        eprintln!("viommu-vmm: attach host backend: {e}");
     }
 
     // ACPI and the kernel.
