@@ -249,6 +249,7 @@ for iommu in "${IOMMUS[@]}"; do
 	report=$(grep -aE -m1 '^\[ *[0-9.]+\] VMM-REPORT ' "$log" || true)
 	if [ -n "$report" ]; then
 		grep -q ' stop=poweroff' <<<"$report" || why+=("the VMM did not stop by ACPI power-off")
+		grep -q " host=$host " <<<"$report" || why+=("the VMM's host backend is not $host")
 		[ "$(report_value host_entries_at_teardown)" = 0 ] ||
 			why+=("host mappings at teardown: $(report_value host_entries_at_teardown) (want 0)")
 		[ "$(report_value faults)" = 1 ] || why+=("model recorded $(report_value faults) DMA faults (want exactly the 1 provoked)")

@@ -118,6 +118,8 @@ pub struct Report {
     pub stop: StopReason,
     /// The model's counters.
     pub model: Vec<(&'static str, u64)>,
+    /// Which host backend (`sim`, `vfio` or `none`).
+    pub host_kind: &'static str,
     /// Host backend counters, if shadowing.
     pub host: Option<Arc<HostCounters>>,
     /// Host entries left after detaching at teardown.
@@ -143,6 +145,7 @@ impl Report {
         for (k, v) in &self.model {
             w.push(format!("{k}={v}"));
         }
+        w.push(format!("host={}", self.host_kind));
         if let Some(h) = &self.host {
             w.push(format!("host_calls={}", h.calls()));
             w.push(format!("host_maps={}", h.maps.load(Ordering::Relaxed)));
@@ -468,6 +471,11 @@ pub fn run(cfg: &VmConfig) -> Result<Report, VmError> {
     Ok(Report {
         stop,
         model: iommu.counters(),
+        host_kind: match (&cfg.host, host_counters.is_some()) {
+            (HostKind::Sim { .. }, true) => "sim",
+            (HostKind::Vfio { .. }, true) => "vfio",
+            _ => "none",
+        },
         host: host_counters,
         host_entries_at_teardown: at_teardown,
         teardown_error,
