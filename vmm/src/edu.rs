@@ -242,7 +242,7 @@ impl<M: Bytes<GuestAddress, E = GuestMemoryError> + Send> Edu<M> {
             reg::LIVENESS => self.liveness = !v32,
             // Computed at once: the computing bit is never seen set.
             reg::FACTORIAL if self.status & STATUS_COMPUTING == 0 => {
-                self.fact = (1..=v32).fold(1u32, |a, x| a.wrapping_mul(x));
+                self.fact = factorial(v32);
                 if self.status & STATUS_IRQFACT != 0 {
                     self.raise(FACT_IRQ);
                 }
@@ -264,6 +264,15 @@ impl<M: Bytes<GuestAddress, E = GuestMemoryError> + Send> Edu<M> {
             _ => {}
         }
     }
+}
+
+/// `n!` modulo 2^32 (QEMU's edu computes it in a 32-bit register), in bounded time: from
+/// 34 on the product has at least 32 factors of two, so it is 0.
+fn factorial(n: u32) -> u32 {
+    if n >= 34 {
+        return 0;
+    }
+    (1..=n).fold(1u32, |a, x| a.wrapping_mul(x))
 }
 
 fn le(data: &[u8]) -> u64 {
@@ -334,6 +343,12 @@ mod tests {
         assert_eq!(edu.read(reg::ID, 2), u64::MAX);
         edu.write(reg::FACTORIAL, 4, 5);
         assert_eq!(edu.read(reg::FACTORIAL, 4), 120);
+        // 33! has 31 factors of two, so 33! mod 2^32 = 2^31; 34! mod 2^32 = 0, the
+        // shortcut for every larger operand.
+        assert_eq!(factorial(33), 1 << 31);
+        assert_eq!((1..=34u32).fold(1u32, |a, x| a.wrapping_mul(x)), 0);
+        edu.write(reg::FACTORIAL, 4, u64::from(u32::MAX));
+        assert_eq!(edu.read(reg::FACTORIAL, 4), 0);
         edu.write(reg::STATUS, 4, 0x80);
         edu.write(reg::FACTORIAL, 4, 3);
         assert_eq!(edu.read(reg::IRQ_STATUS, 4), 1);

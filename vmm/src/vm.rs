@@ -394,9 +394,10 @@ pub fn run(cfg: &VmConfig) -> Result<Report, VmError> {
                         } else {
                             0
                         };
-                        let sh = 8 * u32::from((p - layout::PM1A_EVT) & 1);
+                        let bytes = u32::from(v).to_le_bytes();
+                        let first = usize::from((p - layout::PM1A_EVT) & 1);
                         for (i, b) in data.iter_mut().enumerate() {
-                            *b = (v >> (sh + 8 * i as u32)) as u8;
+                            *b = bytes.get(first + i).copied().unwrap_or(0);
                         }
                     }
                     p if (layout::PM1A_CNT..layout::PM1A_CNT + 2).contains(&p) => {
