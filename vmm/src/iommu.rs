@@ -55,6 +55,29 @@ pub enum Iommu {
     AmdVi(Arc<AmdVi>),
 }
 
+/// A model operation's error, by model.
+#[derive(Debug)]
+pub enum IommuError {
+    /// The machine has no IOMMU to shadow through.
+    NoIommu,
+    /// From the VT-d model.
+    Vtd(viommu_vtd::VtdError),
+    /// From the AMD-Vi model.
+    AmdVi(viommu_amd_vi::AmdViError),
+}
+
+impl std::fmt::Display for IommuError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IommuError::NoIommu => write!(f, "no IOMMU to shadow through"),
+            IommuError::Vtd(e) => write!(f, "VT-d: {e}"),
+            IommuError::AmdVi(e) => write!(f, "AMD-Vi: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for IommuError {}
+
 /// How many register-write errors are printed; later ones are only counted (by the model).
 const LOGGED_ERRORS: u64 = 3;
 static ERRORS_SEEN: AtomicU64 = AtomicU64::new(0);
@@ -158,22 +181,20 @@ impl Iommu {
     }
 
     /// Shadows `bdf`'s address space into `host`.
-    pub fn attach_host(&self, bdf: u16, host: Box<dyn HostDma + Send>) -> Result<(), String> {
+    pub fn attach_host(&self, bdf: u16, host: Box<dyn HostDma + Send>) -> Result<(), IommuError> {
         match self {
-            Iommu::None => Err("no IOMMU to shadow through".into()),
-            Iommu::Vtd(v) => v
-                .attach_host(u32::from(bdf), host)
-                .map_err(|e| e.to_string()),
-            Iommu::AmdVi(a) => a.attach_host(bdf, host).map_err(|e| e.to_string()),
+            Iommu::None => Err(IommuError::NoIommu),
+            Iommu::Vtd(v) => v.attach_host(u32::from(bdf), host).map_err(IommuError::Vtd),
+            Iommu::AmdVi(a) => a.attach_host(bdf, host).map_err(IommuError::AmdVi),
         }
     }
 
     /// Removes every host mapping of `bdf`.
-    pub fn detach_host(&self, bdf: u16) -> Result<(), String> {
+    pub fn detach_host(&self, bdf: u16) -> Result<(), IommuError> {
         match self {
             Iommu::None => Ok(()),
-            Iommu::Vtd(v) => v.detach_host(u32::from(bdf)).map_err(|e| e.to_string()),
-            Iommu::AmdVi(a) => a.detach_host(bdf).map_err(|e| e.to_string()),
+            Iommu::Vtd(v) => v.detach_host(u32::from(bdf)).map_err(IommuError::Vtd),
+            Iommu::AmdVi(a) => a.detach_host(bdf).map_err(IommuError::AmdVi),
         }
     }
 

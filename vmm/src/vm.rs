@@ -21,7 +21,7 @@ use crate::acpi::{self, AcpiConfig};
 use crate::boot;
 use crate::edu::{Edu, EduCounters};
 use crate::host::{CountingHost, HostCounters};
-use crate::iommu::{AMDVI_DEVFN, AmdViFunction, Iommu, IommuKind};
+use crate::iommu::{AMDVI_DEVFN, AmdViFunction, Iommu, IommuError, IommuKind};
 use crate::layout;
 use crate::pci::{HostBridge, PciBus};
 
@@ -124,8 +124,8 @@ pub struct Report {
     pub host: Option<Arc<HostCounters>>,
     /// Host entries left after detaching at teardown.
     pub host_entries_at_teardown: Option<u64>,
-    /// Detach errors at teardown.
-    pub teardown_error: Option<String>,
+    /// Detach error at teardown.
+    pub teardown_error: Option<IommuError>,
     /// edu counters.
     pub edu: Arc<EduCounters>,
     /// MSIs signalled into KVM (device and IOMMU interrupts).
@@ -164,7 +164,7 @@ impl Report {
             w.push(format!("host_entries_at_teardown={n}"));
         }
         if let Some(e) = &self.teardown_error {
-            w.push(format!("teardown_error={e:?}"));
+            w.push(format!("teardown_error={:?}", e.to_string()));
         }
         let e = &self.edu;
         w.push(format!("edu_dma_ok={}", e.dma_ok.load(Ordering::Relaxed)));
