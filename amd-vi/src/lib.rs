@@ -90,6 +90,8 @@ mod error;
 pub mod event;
 mod event_log;
 pub mod fuzz_support;
+mod irq_remap;
+pub mod irte;
 mod model;
 pub mod pagetable;
 pub mod platform;
@@ -103,12 +105,13 @@ mod view;
 pub use command::{Command, IllegalCommand, invalidation_range};
 pub use config::{Config, DEFAULT_MMIO_BASE, MMIO_SIZE};
 pub use dma::PASSTHROUGH_TAG;
-pub use dte::{DeviceMode, Dte};
+pub use dte::{DeviceMode, Dte, DteIrq, IntCtl};
 pub use error::AmdViError;
-pub use event::{Event, EventCode, EventFlags, EventOutcome, EventRecord};
+pub use event::{Event, EventCode, EventFlags, EventOutcome, EventRecord, InvalidRequest};
+pub use irte::Irte;
 pub use model::AmdVi;
 pub use pagetable::AmdV1Format;
-pub use platform::{IvrsInfo, PciCapability};
+pub use platform::{IvrsInfo, PciCapability, SpecialDevice, SpecialKind};
 pub use stats::Stats;
 
 /// The model type under the name every viommu model exports.
