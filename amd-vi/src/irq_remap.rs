@@ -118,11 +118,17 @@ impl Inner {
             return pass(msi);
         }
         let device_id = self.alias_of(source);
+        // I marks an interrupt request; INVALID_DEVICE_REQUEST has no I bit (its 55:50 are
+        // reserved).
         let event = |code, domain_id, flags: EventFlags, address| Event {
             code,
             device_id,
             domain_id,
-            flags: flags | EventFlags::I,
+            flags: if code == EventCode::InvalidDeviceRequest {
+                flags
+            } else {
+                flags | EventFlags::I
+            },
             address,
         };
         let fail = |kind, index, event: Event, suppressed| Failure {

@@ -14,6 +14,10 @@
 //! | `max-run=SIZE` | largest host mapping (`Config::shadow.max_run`) | 2M |
 //! | `msi=ADDR:DATA` | the MSI message the guest programmed in the IOMMU function's PCI MSI capability ([`AmdVi::set_msi`]); without it MSI is disabled there and interrupt conditions only set Status bits | none |
 //! | `alias=RID:DEVID` | IVRS alias: DMA from requester RID uses DEVID's entry ([`AmdVi::set_alias`]); may repeat | none |
+//! | `ir=0\|1` | interrupt remapping (`Config::interrupt_remapping`) | 1 |
+//! | `ga=0\|1` | EFR.GASup, 128-bit IRTEs with Control.GAEn (`Config::ga`) | 1 |
+//! | `xt=0\|1` | EFR.XTSup, x2APIC destinations and IntCapXT (`Config::x2apic`) | 1 |
+//! | `ioapic=ID:DEVID`, `hpet=N:DEVID` | IVRS special devices (`Config::special_devices`); any of them replaces the default (IOAPIC 0 at 00:14.0); may repeat | `ioapic=0:0xa0` |
 //!
 //! DMA faults are named after the event the model raised for them, in kebab-case:
 //! `illegal-dev-table-entry`, `io-page-fault`, `dev-tab-hardware-error`,
@@ -27,8 +31,10 @@
 
 use crate::expr::{Vars, eval};
 use crate::target::{DmaReq, ScenarioTarget, TargetEnv, TargetError, translate_pieces};
-use viommu_amd_vi::{AmdVi, AmdViError, Config, EventCode};
+use std::sync::Arc;
+use viommu_amd_vi::{AmdVi, AmdViError, Config, EventCode, SpecialDevice, SpecialKind};
 use viommu_shared::host::SharedSimHost;
+use viommu_shared::irq::{InterruptRemapper, IrFault, Resolution};
 use viommu_shared::regs::Msi;
 
 /// The AMD-Vi model as a scenario target.
@@ -66,6 +72,7 @@ impl AmdViTarget {
         let mut config = Config::default();
         let mut msi = None;
         let mut aliases = Vec::new();
+        let mut special_given = false;
         for (k, v) in opts {
             match k.as_str() {
                 "levels" => {
@@ -96,6 +103,26 @@ impl AmdViTarget {
                 "alias" => {
                     let (rid, devid) = pair(k, v)?;
                     aliases.push((device_id(k, rid)?, device_id(k, devid)?));
+                }
+                "ir" => config.interrupt_remapping = flag(k, v)?,
+                "ga" => config.ga = flag(k, v)?,
+                "xt" => config.x2apic = flag(k, v)?,
+                "ioapic" | "hpet" => {
+                    let (handle, devid) = pair(k, v)?;
+                    if !special_given {
+                        config.special_devices.clear();
+                        special_given = true;
+                    }
+                    config.special_devices.push(SpecialDevice {
+                        kind: if k == "ioapic" {
+                            SpecialKind::IoApic
+                        } else {
+                            SpecialKind::Hpet
+                        },
+                        handle: u8::try_from(handle)
+                            .map_err(|_| format!("model amd-vi option {k}: handle too wide"))?,
+                        device_id: device_id(k, devid)?,
+                    });
                 }
                 _ => return Err(format!("unknown option '{k}' for model amd-vi")),
             }
@@ -141,6 +168,7 @@ fn event_name(code: EventCode) -> &'static str {
         EventCode::PageTabHardwareError => "page-tab-hardware-error",
         EventCode::IllegalCommand => "illegal-command",
         EventCode::CommandHardwareError => "command-hardware-error",
+        EventCode::InvalidDeviceRequest => "invalid-device-request",
     }
 }
 
@@ -167,6 +195,18 @@ impl ScenarioTarget for AmdViTarget {
                 last.map_or("no-event", |r| event_name(r.event.code)).into()
             })
         })
+    }
+
+    fn irq_remapper(&self) -> Option<Arc<dyn InterruptRemapper>> {
+        Some(Arc::new(self.model.clone()))
+    }
+
+    fn irq_deliver(
+        &mut self,
+        source: u16,
+        msi: Msi,
+    ) -> Result<Result<Resolution, IrFault>, TargetError> {
+        Ok(self.model.deliver_msi(source, msi))
     }
 
     fn attach_host(&mut self, dev: u32, host: SharedSimHost) -> Result<(), TargetError> {
@@ -203,7 +243,14 @@ mod tests {
             let e = run_str(line).unwrap_err();
             assert!(e.msg.contains(want), "{line:?}: {}", e.msg);
         }
-        run_str("model amd-vi levels=4 npcache=0 prefetch=0 ia=0 ppr=1 max-run=1G msi=0xfee00000:0x41 alias=8:0x10\nmmio read 0x30 8 expect 0x2\n").unwrap();
+        run_str("model amd-vi levels=4 npcache=0 prefetch=0 ia=0 ppr=1 max-run=1G msi=0xfee00000:0x41 alias=8:0x10\nmmio read 0x30 8 expect 0x86\n").unwrap();
+        run_str(
+            "model amd-vi ppr=1 ga=0 xt=1 prefetch=0 ia=0 levels=4\nmmio read 0x30 8 expect 0x6\n",
+        )
+        .unwrap();
+        run_str("model amd-vi ir=0\nirq remap 00:14.0 0xfee01000 0x30 -> 1 0x30\n").unwrap();
+        let e = run_str("model amd-vi ioapic=0x100:1\n").unwrap_err();
+        assert!(e.msg.contains("handle too wide"), "{}", e.msg);
     }
 
     #[test]

@@ -218,6 +218,10 @@ pub enum Op {
         /// Body.
         body: Vec<Stmt>,
     },
+    /// `irq remap|deliver|route …` (interrupt remapping; see [`crate::irq`]).
+    Irq(crate::irq::IrqOp),
+    /// `expect irq-invalidations|irq-updates|irq-route …`.
+    ExpectIrq(crate::irq::IrqExpect),
     /// An intercepted instruction (s390): `NAME key=value… expect key=value…`
     Instruction {
         /// Instruction (`clp`, `rpcit`, …).

@@ -2,10 +2,12 @@
 
 use crate::ast::{CallSpec, DevRef, DmaExpect, Expr, Op, Stmt};
 use crate::expr::{Vars, eval};
+use crate::irq::{self, IrqAction, IrqExpect, IrqOp};
 use crate::target::{DmaReq, ScenarioTarget, TargetEnv, make_target};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use viommu_shared::host::{HostCall, HostError, HostFlavour, SharedSimHost, SimHostConfig};
+use viommu_shared::irq::{IrInvalidation, IrListener, RouteTable};
 use viommu_shared::regs::{Msi, RecordingMsiSink};
 use viommu_shared::{AddrRange, GuestAddress, Perm};
 use vm_memory::{Bytes, GuestMemoryMmap};
@@ -45,6 +47,26 @@ pub struct Runner {
     hosts: BTreeMap<u32, Host>,
     vars: Vars,
     iterations: u64,
+    /// Interrupt-remapping invalidations the model sent since the last checkpoint.
+    irq_log: Arc<InvalidationLog>,
+    /// The VMM's route table (created by the first `irq route`).
+    routes: Option<Arc<RouteTable>>,
+}
+
+/// Records the model's interrupt-remapping invalidations.
+#[derive(Default)]
+struct InvalidationLog(Mutex<Vec<IrInvalidation>>);
+
+impl InvalidationLog {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<IrInvalidation>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl IrListener for InvalidationLog {
+    fn invalidated(&self, what: IrInvalidation) {
+        self.lock().push(what);
+    }
 }
 
 impl Default for Runner {
@@ -124,6 +146,8 @@ impl Runner {
             hosts: BTreeMap::new(),
             vars: HashMap::new(),
             iterations: 0,
+            irq_log: Arc::new(InvalidationLog::default()),
+            routes: None,
         }
     }
 
@@ -222,7 +246,11 @@ impl Runner {
                     mem: self.mem()?.clone(),
                     msi: self.msi.clone(),
                 };
-                self.target = Some(make_target(name, opts, env)?);
+                let target = make_target(name, opts, env)?;
+                if let Some(r) = target.irq_remapper() {
+                    r.add_listener(self.irq_log.clone());
+                }
+                self.target = Some(target);
                 self.model = Some(name.clone());
             }
             Op::Memory { start, size } => {
@@ -550,9 +578,12 @@ impl Runner {
                     ));
                 }
             }
+            Op::Irq(op) => self.irq(op)?,
+            Op::ExpectIrq(e) => self.expect_irq(e)?,
             Op::Checkpoint { .. } => {
                 self.collect_msis();
                 self.msis.clear();
+                self.irq_log.lock().clear();
                 for h in self.hosts.values_mut() {
                     h.seen = h.sim.with(|s| s.calls().len());
                 }
@@ -599,6 +630,104 @@ impl Runner {
                         }
                     }
                 }
+            }
+        }
+        Ok(())
+    }
+
+    fn irq(&mut self, op: &IrqOp) -> Res<()> {
+        let source = self.dev(&op.source)?;
+        let source = u16::try_from(source)
+            .map_err(|_| format!("interrupt source {source:#x} is not a 16-bit requester id"))?;
+        let msi = Msi {
+            address: self.ev(&op.addr)?,
+            data: u32::try_from(self.ev(&op.data)?).map_err(|_| "MSI data wider than 32 bits")?,
+        };
+        let remapper = self
+            .target()?
+            .irq_remapper()
+            .ok_or("this model does not remap interrupts")?;
+        let got = match &op.action {
+            IrqAction::Remap => remapper.remap(source, msi, op.action.mode()),
+            IrqAction::Deliver => self
+                .target()?
+                .irq_deliver(source, msi)
+                .map_err(|e| e.to_string())?,
+            IrqAction::Route(id) => {
+                let id = u32::try_from(self.ev(id)?).map_err(|_| "route id wider than 32 bits")?;
+                let table = self
+                    .routes
+                    .get_or_insert_with(|| RouteTable::new(remapper, None))
+                    .clone();
+                table.set(id, source, msi)
+            }
+        };
+        self.collect_msis();
+        match &op.expect {
+            Some(want) => irq::check(&got, want, &|e| eval(e, &self.vars)),
+            None => Ok(()),
+        }
+    }
+
+    fn expect_irq(&mut self, e: &IrqExpect) -> Res<()> {
+        match e {
+            IrqExpect::Invalidations(want) => {
+                let got = self.irq_log.lock().clone();
+                let shown = || {
+                    got.iter()
+                        .map(irq::show_invalidation)
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
+                let ok = got.len() == want.len()
+                    && got.iter().zip(want).try_fold(true, |acc, (g, w)| {
+                        Ok::<bool, String>(
+                            acc && irq::matches(g, w, &|x| eval(x, &self.vars), &|d| self.dev(d))?,
+                        )
+                    })?;
+                if !ok {
+                    let want: Vec<String> = want
+                        .iter()
+                        .map(|w| match w {
+                            irq::InvSpec::All => "all".into(),
+                            irq::InvSpec::Source(d) => match self.dev(d) {
+                                Ok(v) => format!("source={v:#x}"),
+                                Err(e) => e,
+                            },
+                            irq::InvSpec::Indices(a, b) => format!("indices={}:{}", a.0, b.0),
+                        })
+                        .collect();
+                    return Err(format!(
+                        "expected irq invalidations [{}], got [{}]",
+                        want.join(" "),
+                        shown()
+                    ));
+                }
+            }
+            IrqExpect::Updates(ids) => {
+                let table = self
+                    .routes
+                    .as_ref()
+                    .ok_or("no route set yet ('irq route')")?;
+                let got: Vec<u64> = table
+                    .take_updates()
+                    .iter()
+                    .map(|u| u64::from(u.id))
+                    .collect();
+                let want = ids.iter().map(|i| self.ev(i)).collect::<Res<Vec<u64>>>()?;
+                if got != want {
+                    return Err(format!("expected irq route updates {want:?}, got {got:?}"));
+                }
+            }
+            IrqExpect::Route { id, outcome } => {
+                let table = self
+                    .routes
+                    .as_ref()
+                    .ok_or("no route set yet ('irq route')")?;
+                let id = u32::try_from(self.ev(id)?).map_err(|_| "route id wider than 32 bits")?;
+                let got = table.get(id).ok_or_else(|| format!("no route {id}"))?;
+                irq::check(&got, outcome, &|e| eval(e, &self.vars))
+                    .map_err(|m| format!("route {id}: {m}"))?;
             }
         }
         Ok(())

@@ -86,7 +86,7 @@ fn kv(tok: &str) -> Option<(&str, &str)> {
 }
 
 /// Parses `bb:dd.f` into a requester id, or keeps an expression.
-fn dev_ref(line: usize, s: &str) -> Result<DevRef, ParseError> {
+pub fn dev_ref(line: usize, s: &str) -> Result<DevRef, ParseError> {
     if let Some((bus, rest)) = s.split_once(':') {
         let (dev, func) = rest.split_once('.').ok_or(ParseError {
             line,
@@ -286,6 +286,8 @@ impl Parser {
                 }
             }
             "mmio" => self.mmio(line, args)?,
+            "irq" => Op::Irq(crate::irq::parse_irq(line, args)?),
+            "expect" => Op::ExpectIrq(crate::irq::parse_expect(line, args)?),
             "dma" => self.dma(line, args)?,
             "host" => {
                 let mut opts = options(line, args)?;

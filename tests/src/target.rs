@@ -6,7 +6,8 @@ use std::fmt;
 use std::sync::Arc;
 use viommu_shared::Perm;
 use viommu_shared::host::SharedSimHost;
-use viommu_shared::regs::RecordingMsiSink;
+use viommu_shared::irq::{InterruptRemapper, IrFault, Resolution};
+use viommu_shared::regs::{Msi, RecordingMsiSink};
 use vm_memory::GuestMemoryMmap;
 
 /// A model error the scenario can expect (`expect-error=KIND`).
@@ -77,6 +78,22 @@ pub trait ScenarioTarget {
 
     /// Makes `dev` a passthrough device whose address space is shadowed into `host`.
     fn attach_host(&mut self, dev: u32, host: SharedSimHost) -> Result<(), TargetError>;
+
+    /// The model's interrupt remapper (x86 models that remap interrupts); the runner resolves
+    /// `irq remap` / `irq route` through it and listens to its invalidations.
+    fn irq_remapper(&self) -> Option<Arc<dyn InterruptRemapper>> {
+        None
+    }
+
+    /// An emulated device's MSI delivered through the model (remapped as an interrupt
+    /// request, the result sent to the model's interrupt sink).
+    fn irq_deliver(
+        &mut self,
+        _source: u16,
+        _msi: Msi,
+    ) -> Result<Result<Resolution, IrFault>, TargetError> {
+        Err(TargetError::unsupported("irq deliver"))
+    }
 
     /// An intercepted instruction (s390). Models without instructions keep the default.
     fn instruction(
