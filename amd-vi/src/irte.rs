@@ -147,7 +147,7 @@ mod tests {
     fn ga_destination_depends_on_xten() {
         let e = Irte::remapped(0x31, 0x1234_5678, false, 0);
         let [lo, hi] = e.encode_ga();
-        assert_eq!(lo, 0x34_5678_01);
+        assert_eq!(lo, 0x3456_7801);
         assert_eq!(hi, 0x1200_0000_0000_0031);
         assert_eq!(Irte::from_ga(lo, hi, true), e);
         assert_eq!(Irte::from_ga(lo, hi, false).destination, 0x78);

@@ -17,11 +17,21 @@
 //!   invalidations (the capability header advertises NpCache so the guest invalidates on
 //!   map as well as unmap);
 //! - IVRS requester-id aliases ([`AmdVi::set_alias`]);
+//! - interrupt remapping (module `irq_remap`, spec §2.2.5): DTE IV, IntTabLen (enforced),
+//!   IG, IntCtl, the INIT/ExtINT/NMI pass bits; 32-bit IRTEs and 128-bit ones with
+//!   Control.GAEn ([`irte`]); 32-bit x2APIC destinations with XTEn and the IOMMU's own
+//!   interrupts through IntCapXT; guest-mode (posted) entries rejected with IO_PAGE_FAULT;
+//!   events for interrupt requests (I = 1) and INVALID_DEVICE_REQUEST; the VMM-facing
+//!   [`InterruptRemapper`](viommu_shared::irq::InterruptRemapper) with invalidation
+//!   notifications (INVALIDATE_INTERRUPT_TABLE and INVALIDATE_DEVTAB_ENTRY per requester,
+//!   everything on INVALIDATE_IOMMU_ALL and relevant Control changes), and
+//!   [`AmdVi::deliver_msi`] for emulated devices' MSIs; IOAPIC/HPET requester ids from
+//!   [`Config::special_devices`] (IVRS special device entries);
 //! - [`fuzz_support`]: bodies and oracles of the `amd_vi` and `walker_amd` fuzz targets (also
 //!   replayed by `cargo test`).
 //!
-//! Not modelled: interrupt remapping, guest (v2) page tables and PASIDs, PPR log entries,
-//! ATS, the exclusion range (its registers are stored; a VMM that never describes one in the
+//! Not modelled: guest virtual APIC (GAMSup = 0: no posted interrupts, no GA log), guest (v2)
+//! page tables and PASIDs, PPR log entries, ATS, the exclusion range (its registers are stored; a VMM that never describes one in the
 //! IVRS never sees a guest program it), performance counters, dirty tracking.
 //!
 //! # Where this model follows the specification rather than QEMU
@@ -47,6 +57,13 @@
 //!   typed error; QEMU logs it and drops the mapping.
 //! - 64-bit base registers take effect when used, so two 32-bit halves in either order (or
 //!   single bytes) work; QEMU latches on particular writes.
+//! - Interrupt remapping enforces IntTabLen, the IRTE's reserved bits and the DTE's reserved
+//!   interrupt bits, logs IO_PAGE_FAULT / ILLEGAL_DEV_TABLE_ENTRY / INVALID_DEVICE_REQUEST
+//!   for failed interrupt requests (never for route resolutions), and honours IG and
+//!   SupIOPF; QEMU checks none of these and logs nothing (anchors-x86 §2.7).
+//!   INVALIDATE_INTERRUPT_TABLE invalidates one requester's routes, QEMU everything.
+//! - DMA to the interrupt range 0xFEE0_0000–0xFEEF_FFFF is never translated (a read is an
+//!   INVALID_DEVICE_REQUEST), and no translated page handed to a device cache covers it.
 //!
 //! # Example: a guest enabling the IOMMU and waiting for a command
 //!
