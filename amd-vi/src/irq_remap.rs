@@ -322,7 +322,17 @@ impl Inner {
     }
 }
 
-/// The VMM's view of interrupt remapping: resolve routes, deliver emulated devices' MSIs.
+/// The VMM's view of interrupt remapping.
+///
+/// `remap` reads the DTE and the IRTE from guest memory on every call (no cache), takes only
+/// the register lock briefly, and may run on any thread. Listeners are told, per requester
+/// whose entry the command names (the DeviceID and its IVRS aliases): `Source` for
+/// INVALIDATE_INTERRUPT_TABLE and INVALIDATE_DEVTAB_ENTRY (IV, IntCtl and the table pointer
+/// live in the DTE) and for [`AmdVi::set_alias`]; `All` for INVALIDATE_IOMMU_ALL, writes of
+/// IommuEn / GAEn / XTEn or the device table base, and reset. They are called during command
+/// processing before the next COMPLETION_WAIT stores or interrupts (so a guest that saw its
+/// completion knows the VMM was told), with the command-processing lock held but not the
+/// register lock: a listener may call `remap`, but not `mmio_write`, `reset` or `set_alias`.
 impl InterruptRemapper for AmdVi {
     fn remap(&self, source: u16, msi: Msi, mode: RemapMode) -> Result<Resolution, IrFault> {
         self.inner().remap_irq(source, msi, mode)
