@@ -30,7 +30,11 @@
 //!
 //! IO_PAGE_FAULT events for interrupts are suppressed by the DTE's IG bit and by the entry's
 //! SupIOPF (the DMA-side SA bit does not apply). Events carry the DeviceID, the DomainID and
-//! the MSI address. Nothing is recorded in [`RemapMode::Route`].
+//! the MSI address. Nothing is recorded in [`RemapMode::Route`]. [`IrFault::code`] is the
+//! event code (0 when the architecture defines no event: target aborts of NMI/INIT/ExtINT
+//! without their pass bit, reserved delivery modes, addresses outside the interrupt range);
+//! [`IrFault::recorded`] says whether the event became guest-visible (logged, or counted as
+//! an overflow), not when suppressed or while the event log is off.
 
 use crate::dte::{Dte, DteError, IntCtl, MAX_INT_TAB_LEN};
 use crate::event::{Event, EventCode, EventFlags, EventOutcome, InvalidRequest};
@@ -96,8 +100,9 @@ impl Inner {
         result.map_err(|f| {
             let mut recorded = false;
             if let (true, Some(event)) = (request, f.event) {
+                // Guest-visible: in the log, or as EventOverflow when the log is full.
                 let outcome = self.raise(event, f.suppressed);
-                recorded = outcome != EventOutcome::Suppressed;
+                recorded = matches!(outcome, EventOutcome::Logged | EventOutcome::Overflow);
             }
             IrFault {
                 kind: f.kind,

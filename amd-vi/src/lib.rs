@@ -96,6 +96,51 @@
 //! assert_eq!(iommu.mmio_read(offset::CMD_HEAD, 4), 0x10);
 //! ```
 
+//!
+//! # Example: a VMM's interrupt routes behind the IOMMU
+//!
+//! ```
+//! use std::sync::Arc;
+//! use viommu_amd_vi::{AmdVi, Command, Config, Dte, DteIrq, Irte, regs::{control, offset, LEN_SHIFT}};
+//! use viommu_shared::irq::{InterruptRemapper, RemapMode, RouteTable};
+//! use viommu_shared::regs::{Msi, RecordingMsiSink};
+//! use viommu_shared::Perm;
+//! use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+//!
+//! let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap();
+//! let sink = Arc::new(RecordingMsiSink::new());
+//! let iommu = AmdVi::new(Config::default(), mem.clone(), sink.clone());
+//! // The guest gives device 00:03.0 a 256-entry table whose entry 0 sends vector 0x41 to
+//! // APIC 2, and enables the IOMMU.
+//! let dte = Dte::untranslated(1, Perm::RW).with_irq(DteIrq::remapped(0x50_0000, 8));
+//! dte.write(&mem, 0x10_0000 + 0x18 * 32).unwrap();
+//! let irte = Irte::remapped(0x41, 2, false, 0).encode_legacy();
+//! mem.write_obj(irte, GuestAddress(0x50_0000)).unwrap();
+//! iommu.mmio_write(offset::DEV_TAB_BASE, 8, 0x10_0000 | 0x1ff).unwrap();
+//! iommu.mmio_write(offset::CMD_BUF_BASE, 8, 0x20_0000 | (8 << LEN_SHIFT)).unwrap();
+//! iommu.mmio_write(offset::CONTROL, 8, control::IOMMU_EN | control::CMD_BUF_EN).unwrap();
+//!
+//! // The VMM resolves the device's MSI for a KVM route (nothing is recorded) ...
+//! let routes = RouteTable::new(Arc::new(iommu.clone()), None);
+//! let msi = Msi { address: 0xfee0_0000, data: 0 };
+//! assert_eq!(routes.set(7, 0x18, msi).unwrap().interrupt.vector, 0x41);
+//! // ... or delivers an emulated device's MSI through the model, into the sink.
+//! iommu.deliver_msi(0x18, msi).unwrap();
+//! assert_eq!(sink.take(), [Msi { address: 0xfee0_2000, data: 0x41 }]);
+//!
+//! // The guest retargets the entry and invalidates the table: route 7 is re-resolved.
+//! let irte = Irte::remapped(0x42, 3, false, 0).encode_legacy();
+//! mem.write_obj(irte, GuestAddress(0x50_0000)).unwrap();
+//! let [lo, hi] = Command::InvalidateInterruptTable { device_id: 0x18 }.encode();
+//! mem.write_obj(lo, GuestAddress(0x20_0000)).unwrap();
+//! mem.write_obj(hi, GuestAddress(0x20_0008)).unwrap();
+//! iommu.mmio_write(offset::CMD_TAIL, 4, 0x10).unwrap();
+//! let updates = routes.take_updates();
+//! assert_eq!(updates.len(), 1);
+//! assert_eq!(updates[0].result.unwrap().interrupt.destination, 3);
+//! assert!(iommu.remap(0x18, msi, RemapMode::Route).is_ok());
+//! ```
+
 #![deny(missing_docs)]
 
 pub mod command;
