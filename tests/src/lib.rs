@@ -8,6 +8,7 @@ pub mod amd_vi;
 pub mod ast;
 pub mod exec;
 pub mod expr;
+pub mod irq;
 pub mod parse;
 pub mod target;
 pub mod vtd;
