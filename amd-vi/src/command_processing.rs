@@ -20,6 +20,7 @@ use crate::shadow::FirstError;
 use crate::shared_state::{Exec, Inner, lock};
 use crate::stats;
 use std::sync::atomic::Ordering;
+use viommu_shared::irq::IrInvalidation;
 use vm_memory::{Bytes, GuestAddress};
 
 /// What executing a command asks of the processor.
@@ -73,6 +74,7 @@ impl Inner {
                 Next::Continue => lock(&self.regs).set(offset::CMD_HEAD, ring.next(head)),
             }
         }
+        self.flush_irq_notifications(exec);
         errors.into_result()
     }
 
@@ -119,7 +121,9 @@ impl Inner {
                 ..
             } => {
                 // Every earlier command has completed (they ran synchronously), so the fence
-                // holds and the store may be made visible now.
+                // holds and the store may be made visible now, once the VMM has been told
+                // which interrupt routes the earlier commands made stale.
+                self.flush_irq_notifications(exec);
                 if store
                     && self
                         .mem
@@ -143,6 +147,8 @@ impl Inner {
             Command::InvalidateDevtabEntry { device_id } => {
                 for r in self.requesters_of(device_id) {
                     self.iotlb.invalidate_device(u32::from(r));
+                    // IV, IntCtl and the table pointer live in the DTE.
+                    self.queue_irq_invalidation(exec, IrInvalidation::Source(r));
                 }
                 errors.keep(self.reload_entries(exec, Some(device_id), false));
             }
@@ -173,14 +179,21 @@ impl Inner {
                     self.iotlb.invalidate_device(u32::from(r));
                 }
             }
+            Command::InvalidateInterruptTable { device_id } => {
+                // Entries are read on every request (nothing is cached), so the command is
+                // complete once the VMM's routes through this table are marked stale: those
+                // of every requester using this DeviceID's entry (QEMU invalidates all).
+                for r in self.requesters_of(device_id) {
+                    self.queue_irq_invalidation(exec, IrInvalidation::Source(r));
+                }
+            }
             Command::InvalidateIommuAll => {
+                self.queue_irq_invalidation(exec, IrInvalidation::All);
                 self.iotlb.invalidate_all();
                 errors.keep(self.reload_entries(exec, None, true));
             }
-            // No interrupt remapping, prefetching or PPR is modelled: nothing is cached.
-            Command::InvalidateInterruptTable { .. }
-            | Command::PrefetchIommuPages { .. }
-            | Command::CompletePprRequest { .. } => {}
+            // No prefetching or PPR is modelled: nothing is cached.
+            Command::PrefetchIommuPages { .. } | Command::CompletePprRequest { .. } => {}
         }
         Next::Continue
     }

@@ -1,5 +1,6 @@
 //! Model configuration: what the emulated IOMMU advertises and how it shadows.
 
+use crate::platform::SpecialDevice;
 use crate::regs::efr;
 use viommu_shared::shadow::ShadowConfig;
 
@@ -52,6 +53,23 @@ pub struct Config {
     /// How many recent events (logged or dropped) [`AmdVi::recent_events`](crate::AmdVi::recent_events)
     /// keeps for introspection.
     pub event_history: usize,
+    /// Remap interrupts (spec §2.2.5): DTE.IV, IntCtl, IntTabLen, the interrupt remapping
+    /// tables. Off, every interrupt passes through unremapped whatever the DTE says (QEMU's
+    /// `intremap=off`) and neither GASup nor XTSup is advertised.
+    pub interrupt_remapping: bool,
+    /// Advertise `EFR.GASup`: Control.GAEn selects 128-bit interrupt remapping entries
+    /// (remapped mode only: GAMSup = 0, so guest-mode (posted) entries are rejected).
+    pub ga: bool,
+    /// Advertise `EFR.XTSup`: Control.XTEn gives 32-bit x2APIC destinations in 128-bit
+    /// entries and Control.IntCapXTEn sends the IOMMU's own interrupts through the XT
+    /// interrupt control registers (what Linux needs for x2APIC with more than 255 CPUs).
+    pub x2apic: bool,
+    /// The IOAPICs and HPETs whose interrupts this IOMMU remaps, with the requester id
+    /// (DeviceID) each one's messages carry: the VMM publishes them as IVRS special device
+    /// entries ([`SpecialDevice::ivhd_entry`]) and passes that id as the `source` of their
+    /// interrupts to [`remap`](viommu_shared::irq::InterruptRemapper::remap). Linux
+    /// disables interrupt remapping when the IVRS names no IOAPIC.
+    pub special_devices: Vec<SpecialDevice>,
 }
 
 impl Default for Config {
@@ -69,6 +87,10 @@ impl Default for Config {
             shadow: ShadowConfig::default(),
             iotlb_capacity: viommu_shared::iotlb::DEFAULT_CAPACITY,
             event_history: 256,
+            interrupt_remapping: true,
+            ga: true,
+            x2apic: true,
+            special_devices: vec![SpecialDevice::QEMU_IOAPIC],
         }
     }
 }
@@ -83,9 +105,15 @@ impl Config {
     /// IVHD type 11h/40h).
     ///
     /// Never advertised, because the model does not implement them: GTSup (guest/v2
-    /// tables), XTSup/GASup (interrupt remapping), NXSup, HESup, PCSup, HDSup, SNP.
+    /// tables), GAMSup (guest virtual APIC), NXSup, HESup, PCSup, HDSup, SNP.
     pub fn efr(&self) -> u64 {
         let mut v = 0;
+        if self.interrupt_remapping && self.ga {
+            v |= efr::GA_SUP;
+        }
+        if self.interrupt_remapping && self.x2apic {
+            v |= efr::XT_SUP;
+        }
         if self.prefetch {
             v |= efr::PREF_SUP;
         }
@@ -113,13 +141,14 @@ mod tests {
         let c = Config::default();
         assert_eq!(
             c.efr(),
-            efr::PREF_SUP | efr::IA_SUP | (2 << efr::HATS_SHIFT)
+            efr::PREF_SUP | efr::IA_SUP | efr::GA_SUP | efr::XT_SUP | (2 << efr::HATS_SHIFT)
         );
         let c = Config {
             host_levels: 9,
             prefetch: false,
             invalidate_all: false,
             ppr: true,
+            interrupt_remapping: false,
             ..Config::default()
         };
         assert_eq!(c.levels(), 6);

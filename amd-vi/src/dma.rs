@@ -6,13 +6,15 @@
 //! processor flushes it on invalidations.
 
 use crate::dte::DeviceMode;
-use crate::event::{Event, EventCode, EventFlags};
+use crate::event::{Event, EventCode, EventFlags, InvalidRequest};
 use crate::pagetable::AmdV1Format;
+use crate::regs::control;
 use crate::shared_state::Inner;
 use crate::stats;
-use viommu_shared::Perm;
 use viommu_shared::dma::{DmaFault, DmaFaultKind, DmaRequest, DmaTranslate, DmaTranslation};
+use viommu_shared::irq::interrupt::MSI_WINDOW;
 use viommu_shared::pt::{WalkFault, Walker};
+use viommu_shared::{AddrRange, Perm};
 
 /// IOTLB tag of untranslated (IOMMU disabled / V = 0) answers: outside the 16-bit DomainID
 /// space, so no INVALIDATE_IOMMU_PAGES matches it; device and global invalidations do.
@@ -123,8 +125,48 @@ fn rw_flag(perm: Perm) -> EventFlags {
     }
 }
 
+/// The interrupt address range `0xFEE0_0000..0xFEF0_0000`: requests there are interrupts,
+/// handled by interrupt remapping and never translated (spec §2.2.5).
+pub const INTERRUPT_RANGE: AddrRange = AddrRange::new(MSI_WINDOW, MSI_WINDOW + 0x10_0000);
+
 impl DmaTranslate for Inner {
+    /// Translates one page; the interrupt range is excluded: an access there fails (a read
+    /// with INVALID_DEVICE_REQUEST type 000b while the IOMMU is on; a write is an interrupt
+    /// the VMM routes to [`AmdVi::deliver_msi`](crate::AmdVi::deliver_msi), since the
+    /// translation path never sees the data), and no returned page overlaps it, so a cached
+    /// large page cannot reach it either.
     fn translate(&self, req: &DmaRequest) -> Result<DmaTranslation, DmaFault> {
+        if INTERRUPT_RANGE.contains(req.iova) {
+            return Err(self.interrupt_range_access(req));
+        }
+        let t = self.translate_page(req)?;
+        t.avoiding(INTERRUPT_RANGE, req.iova)
+            .ok_or(DmaFault::new(req.iova, DmaFaultKind::Malformed))
+    }
+}
+
+impl Inner {
+    fn interrupt_range_access(&self, req: &DmaRequest) -> DmaFault {
+        let fault = DmaFault::new(req.iova, DmaFaultKind::Blocked);
+        let on = self.snapshot().control & control::IOMMU_EN != 0;
+        let Ok(requester) = u16::try_from(req.requester_id) else {
+            return fault;
+        };
+        if on && req.perm.contains(Perm::READ) {
+            let event = Event {
+                code: EventCode::InvalidDeviceRequest,
+                device_id: self.alias_of(requester),
+                domain_id: 0,
+                flags: EventFlags::request_type(InvalidRequest::InterruptRangeRead),
+                address: req.iova,
+            };
+            return self.fail(event, false, fault);
+        }
+        stats::add(&self.stats.dma_faults, 1);
+        fault
+    }
+
+    fn translate_page(&self, req: &DmaRequest) -> Result<DmaTranslation, DmaFault> {
         let Ok(requester) = u16::try_from(req.requester_id) else {
             // Not on this IOMMU's segment: nothing can be logged for it.
             return Err(DmaFault::new(req.iova, DmaFaultKind::Blocked));

@@ -1,6 +1,6 @@
 //! Device table entries (256 bits, spec §2.2.2) and what they mean for DMA.
 //!
-//! Only the DMA-remapping fields are interpreted (interrupt remapping is not modelled):
+//! DMA-remapping fields (quadwords 0 and 1):
 //!
 //! | bits | field |
 //! |---|---|
@@ -13,6 +13,20 @@
 //! | 63 | reserved |
 //! | 79:64 | DomainID |
 //! | 98 | SA: suppress all I/O page fault events |
+//!
+//! Interrupt-remapping fields (quadword 2, spec §2.2.2.2 / §2.2.5; [`DteIrq`]):
+//!
+//! | bits | field |
+//! |---|---|
+//! | 128 | IV: the interrupt fields are valid (0: interrupts pass unremapped) |
+//! | 132:129 | IntTabLen: 2^IntTabLen entries; 1100b–1111b reserved |
+//! | 133 | IG: ignore unmapped interrupts (no IO_PAGE_FAULT for them) |
+//! | 179:134 | IntTableRootPtr (64-byte aligned) |
+//! | 183:180 | reserved |
+//! | 184 / 185 / 186 | INITPass / EIntPass / NMIPass |
+//! | 187 | reserved |
+//! | 189:188 | IntCtl: 00b abort, 01b pass unremapped, 10b remap, 11b reserved |
+//! | 190 / 191 | Lint0Pass / Lint1Pass |
 
 use crate::pagetable::{PTE_ADDR_MASK, perm_bits, perm_of};
 use crate::regs::DeviceTable;
@@ -35,6 +49,123 @@ pub const DTE_IR: u64 = 1 << 61;
 pub const DTE_IW: u64 = 1 << 62;
 /// SA, suppress all I/O page faults (quadword 1, bit 34 = DTE bit 98).
 pub const DTE_SA: u64 = 1 << 34;
+
+/// IV (quadword 2, bit 0 = DTE bit 128).
+pub const DTE_IV: u64 = 1 << 0;
+/// Position of IntTabLen (quadword 2, bits 4:1).
+pub const DTE_INT_TAB_LEN_SHIFT: u32 = 1;
+/// IG (quadword 2, bit 5).
+pub const DTE_IG: u64 = 1 << 5;
+/// IntTableRootPtr (quadword 2, bits 51:6).
+pub const DTE_IRT_ROOT_MASK: u64 = 0x000f_ffff_ffff_ffc0;
+/// INITPass (quadword 2, bit 56).
+pub const DTE_INIT_PASS: u64 = 1 << 56;
+/// EIntPass (quadword 2, bit 57).
+pub const DTE_EINT_PASS: u64 = 1 << 57;
+/// NMIPass (quadword 2, bit 58).
+pub const DTE_NMI_PASS: u64 = 1 << 58;
+/// Position of IntCtl (quadword 2, bits 61:60).
+pub const DTE_INT_CTL_SHIFT: u32 = 60;
+/// Lint0Pass (quadword 2, bit 62).
+pub const DTE_LINT0_PASS: u64 = 1 << 62;
+/// Lint1Pass (quadword 2, bit 63).
+pub const DTE_LINT1_PASS: u64 = 1 << 63;
+/// Reserved bits of quadword 2 (55:52 and 59): set with IV = 1 means
+/// ILLEGAL_DEV_TABLE_ENTRY for interrupt requests.
+pub const DTE_RESERVED2: u64 = (0xf << 52) | (1 << 59);
+/// Largest legal IntTabLen (1011b: 2048 entries, the 11-bit MSI data index).
+pub const MAX_INT_TAB_LEN: u8 = 11;
+
+/// IntCtl: what happens to fixed and arbitrated interrupts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IntCtl {
+    /// 00b: target aborted.
+    Abort,
+    /// 01b: forwarded unremapped.
+    Pass,
+    /// 10b: remapped through the interrupt remapping table.
+    Remap,
+    /// 11b: reserved (an illegal entry).
+    Reserved,
+}
+
+/// The interrupt-remapping half of a device table entry (quadword 2; quadword 3 holds no
+/// field this model interprets).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DteIrq(pub u64);
+
+impl DteIrq {
+    /// IV.
+    pub fn valid(&self) -> bool {
+        self.0 & DTE_IV != 0
+    }
+
+    /// IntTabLen (the table has 2^IntTabLen entries when at most [`MAX_INT_TAB_LEN`]).
+    pub fn table_len(&self) -> u8 {
+        ((self.0 >> DTE_INT_TAB_LEN_SHIFT) & 0xf) as u8
+    }
+
+    /// IG: ignore unmapped interrupts.
+    pub fn ignore_unmapped(&self) -> bool {
+        self.0 & DTE_IG != 0
+    }
+
+    /// IntTableRootPtr.
+    pub fn table_root(&self) -> u64 {
+        self.0 & DTE_IRT_ROOT_MASK
+    }
+
+    /// IntCtl.
+    pub fn int_ctl(&self) -> IntCtl {
+        match (self.0 >> DTE_INT_CTL_SHIFT) & 3 {
+            0 => IntCtl::Abort,
+            1 => IntCtl::Pass,
+            2 => IntCtl::Remap,
+            _ => IntCtl::Reserved,
+        }
+    }
+
+    /// INITPass.
+    pub fn init_pass(&self) -> bool {
+        self.0 & DTE_INIT_PASS != 0
+    }
+
+    /// EIntPass (ExtINT).
+    pub fn extint_pass(&self) -> bool {
+        self.0 & DTE_EINT_PASS != 0
+    }
+
+    /// NMIPass.
+    pub fn nmi_pass(&self) -> bool {
+        self.0 & DTE_NMI_PASS != 0
+    }
+
+    /// Lint0Pass.
+    pub fn lint0_pass(&self) -> bool {
+        self.0 & DTE_LINT0_PASS != 0
+    }
+
+    /// Lint1Pass.
+    pub fn lint1_pass(&self) -> bool {
+        self.0 & DTE_LINT1_PASS != 0
+    }
+
+    /// Reserved bits set.
+    pub fn reserved_bits(&self) -> u64 {
+        self.0 & DTE_RESERVED2
+    }
+
+    /// Linux's entry (`set_dte_irq_entry`): IV, IntTabLen `len`, IntCtl = remap, table at
+    /// `root`.
+    pub fn remapped(root: u64, len: u8) -> DteIrq {
+        DteIrq(
+            DTE_IV
+                | (u64::from(len & 0xf) << DTE_INT_TAB_LEN_SHIFT)
+                | (root & DTE_IRT_ROOT_MASK)
+                | (2 << DTE_INT_CTL_SHIFT),
+        )
+    }
+}
 
 /// One device table entry as four little-endian quadwords.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -74,6 +205,17 @@ impl Dte {
     /// SA: I/O page fault events from this device are suppressed.
     pub fn suppress_all_faults(&self) -> bool {
         self.0[1] & DTE_SA != 0
+    }
+
+    /// The interrupt-remapping fields.
+    pub fn irq(&self) -> DteIrq {
+        DteIrq(self.0[2])
+    }
+
+    /// This entry with its interrupt-remapping quadword replaced.
+    pub fn with_irq(mut self, irq: DteIrq) -> Dte {
+        self.0[2] = irq.0;
+        self
     }
 
     /// Reserved bits set in the DMA part of the entry.

@@ -4,8 +4,9 @@
 //! code 63:60, address 127:64. Flag positions are the spec's (Linux `EVENT_FLAG_RW` 0x020,
 //! `EVENT_FLAG_I` 0x008). QEMU puts the access kind in flag bits 1:0, sets I on every fault
 //! and reports only the devfn as DeviceID (anchors-x86 §2.6, §5 item 4); here the full
-//! DeviceID, the DomainID and the spec's PR/RW/PE/RZ bits are reported, and I is never set
-//! because every request the model sees is a memory access, not an interrupt.
+//! DeviceID, the DomainID and the spec's PR/RW/PE/RZ bits are reported, and I is set only for
+//! interrupt requests (interrupt remapping faults). QEMU logs no interrupt-remapping event at
+//! all (anchors-x86 §2.6).
 
 use bitflags::bitflags;
 
@@ -39,6 +40,24 @@ bitflags! {
     }
 }
 
+impl EventFlags {
+    /// The Type field (flag bits 11:9, event bits 59:57) of an INVALID_DEVICE_REQUEST event.
+    pub fn request_type(t: InvalidRequest) -> EventFlags {
+        EventFlags::from_bits_retain((t as u16) << 9)
+    }
+}
+
+/// INVALID_DEVICE_REQUEST types this model raises (spec §2.5.9; type 101b is what Linux
+/// prints as `flags=0x0a00` for an interrupt from a device whose DTE has IntCtl = 00b).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum InvalidRequest {
+    /// 000b: a read (or non-posted write) in the interrupt address range.
+    InterruptRangeRead = 0,
+    /// 101b: a posted write to the interrupt range from a device whose IntCtl is 00b.
+    InterruptAborted = 5,
+}
+
 /// Event codes (bits 63:60).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -55,6 +74,10 @@ pub enum EventCode {
     IllegalCommand = 0x5,
     /// A command (or its completion store) could not be accessed.
     CommandHardwareError = 0x6,
+    /// A device made a request it may not make (e.g. an interrupt while its DTE's IntCtl is
+    /// 00b, a read of the interrupt range); the type is in flag bits 11:9
+    /// ([`EventFlags::request_type`]).
+    InvalidDeviceRequest = 0x8,
 }
 
 impl EventCode {
@@ -67,6 +90,7 @@ impl EventCode {
             0x4 => EventCode::PageTabHardwareError,
             0x5 => EventCode::IllegalCommand,
             0x6 => EventCode::CommandHardwareError,
+            0x8 => EventCode::InvalidDeviceRequest,
             _ => return None,
         })
     }
@@ -161,5 +185,14 @@ mod tests {
         assert_eq!(Event::decode([q0, q1]), Some(e));
         assert_eq!(Event::decode([0, 0]), None);
         assert_eq!(EventCode::from_raw(7), None);
+        let ev = Event {
+            code: EventCode::InvalidDeviceRequest,
+            device_id: 0,
+            domain_id: 0,
+            flags: EventFlags::request_type(InvalidRequest::InterruptAborted),
+            address: 0xfee0_0000,
+        };
+        assert_eq!((ev.encode()[0] >> 48) & 0xfff, 0xa00);
+        assert_eq!(Event::decode(ev.encode()), Some(ev));
     }
 }

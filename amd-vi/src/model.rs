@@ -4,7 +4,7 @@ use crate::config::Config;
 use crate::dte::{DeviceMode, Dte};
 use crate::error::AmdViError;
 use crate::event::EventRecord;
-use crate::platform::{IvrsInfo, PciCapability};
+use crate::platform::{IvrsInfo, PciCapability, SpecialKind};
 use crate::shadow::{EVERYTHING, FirstError, HostShadow};
 use crate::shared_state::{Inner, lock};
 use crate::stats::Stats;
@@ -13,6 +13,7 @@ use viommu_shared::AddrRange;
 use viommu_shared::dma::{DeviceIommu, DmaFault, DmaRequest, DmaTranslate, DmaTranslation};
 use viommu_shared::host::HostDma;
 use viommu_shared::iotlb::IotlbRegistry;
+use viommu_shared::irq::{IrFault, IrInvalidation, RemapMode, Resolution};
 use viommu_shared::memory::{DmaMapping, MemoryEvent, MemoryEvents};
 use viommu_shared::regs::{ByteOrder, MmioHandler, Msi, MsiSink, is_access_len};
 use viommu_shared::shadow::{EmptyView, ShadowEngine, ShadowError, ShadowMapping, SyncReport};
@@ -56,6 +57,11 @@ pub struct AmdVi {
 }
 
 impl AmdVi {
+    /// The shared state (for the crate's other modules).
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
     /// A new IOMMU in its reset state (disabled: DMA passes untranslated) over guest memory
     /// `mem`, sending its interrupts (event log, completion wait) to `msi` once the VMM gives
     /// it the guest's MSI message with [`set_msi`](Self::set_msi).
@@ -111,17 +117,22 @@ impl AmdVi {
     /// problems met while shadowing (the guest-visible side is complete either way).
     pub fn mmio_write(&self, offset: u64, len: usize, value: u64) -> Result<(), AmdViError> {
         let pending = lock(&self.inner.regs).write(offset, len, value);
-        if !pending.iommu_toggled && !pending.run_commands {
+        if !pending.iommu_toggled && !pending.run_commands && !pending.irq_changed {
             return Ok(());
         }
         let mut exec = lock(&self.inner.exec);
         let mut errors = FirstError::default();
+        if pending.irq_changed {
+            self.inner
+                .queue_irq_invalidation(&mut exec, IrInvalidation::All);
+        }
         if pending.iommu_toggled {
             errors.keep(self.inner.iommu_toggled(&mut exec));
         }
         if pending.run_commands {
             errors.keep(self.inner.process_commands(&mut exec));
         }
+        self.inner.flush_irq_notifications(&mut exec);
         errors.into_result()
     }
 
@@ -130,7 +141,11 @@ impl AmdVi {
     pub fn reset(&self) -> Result<(), AmdViError> {
         let mut exec = lock(&self.inner.exec);
         lock(&self.inner.regs).reset();
-        self.inner.iommu_toggled(&mut exec)
+        self.inner
+            .queue_irq_invalidation(&mut exec, IrInvalidation::All);
+        let result = self.inner.iommu_toggled(&mut exec);
+        self.inner.flush_irq_notifications(&mut exec);
+        result
     }
 
     /// Makes `device_id`'s address space shadowed into `host` (a passthrough device): host
@@ -221,6 +236,9 @@ impl AmdVi {
             }
         }
         self.inner.iotlb.invalidate_device(u32::from(device_id));
+        self.inner
+            .queue_irq_invalidation(&mut exec, IrInvalidation::Source(device_id));
+        self.inner.flush_irq_notifications(&mut exec);
         let snap = self.inner.snapshot();
         match exec.shadows.get_mut(&device_id) {
             Some(shadow) => {
@@ -229,6 +247,39 @@ impl AmdVi {
             }
             None => Ok(()),
         }
+    }
+
+    /// Delivers an interrupt request of emulated device (or IOAPIC/HPET) `source`: remaps
+    /// `msi` as the hardware would for a posted write to the interrupt range (a fault raises
+    /// its event) and sends the result, re-encoded as a compatibility-format MSI
+    /// ([`Interrupt::to_msi`](viommu_shared::irq::Interrupt::to_msi)), to the [`MsiSink`]
+    /// the model was built with, the same sink that receives the IOMMU's own interrupts.
+    ///
+    /// This is how a VMM wires emulated devices' interrupts behind the IOMMU: its MSI/MSI-X
+    /// emulation (and IOAPIC/HPET model, with the id from
+    /// [`Config::special_devices`](crate::Config::special_devices)) calls `deliver_msi`
+    /// with the message the guest programmed, instead of injecting it directly. A DMA write
+    /// to `0xFEEx_xxxx` through [`device_iommu`](Self::device_iommu) does not translate (the
+    /// interrupt range is not memory, spec §2.2.5); the device model routes such writes here.
+    /// For KVM irqfd routes use
+    /// [`InterruptRemapper::remap`](viommu_shared::irq::InterruptRemapper::remap) with [`RemapMode::Route`]
+    /// (through a [`RouteTable`](viommu_shared::irq::RouteTable)) and this only for
+    /// interrupts the VMM injects itself.
+    pub fn deliver_msi(&self, source: u16, msi: Msi) -> Result<Resolution, IrFault> {
+        let r = self.inner.remap_irq(source, msi, RemapMode::Request)?;
+        self.inner.send(Some(r.interrupt.to_msi()));
+        Ok(r)
+    }
+
+    /// The requester id the IVRS gives the IOAPIC or HPET `handle`
+    /// ([`Config::special_devices`](crate::Config::special_devices)).
+    pub fn special_source(&self, kind: SpecialKind, handle: u8) -> Option<u16> {
+        self.inner
+            .config
+            .special_devices
+            .iter()
+            .find(|d| d.kind == kind && d.handle == handle)
+            .map(|d| d.device_id)
     }
 
     /// The DeviceID whose entry governs DMA from requester `device_id`.

@@ -81,6 +81,52 @@ impl PciCapability {
     }
 }
 
+/// What kind of platform device an IVRS special device entry (type 48h) describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SpecialKind {
+    /// An IOAPIC (variety 1); the handle is its IOAPIC ID.
+    IoApic,
+    /// An HPET (variety 2); the handle is its HPET number.
+    Hpet,
+}
+
+/// An IOAPIC or HPET behind the IOMMU and the requester id its interrupt messages carry
+/// (IVHD device entry type 48h, spec §5.2.2.5; Linux `IVHD_DEV_SPECIAL`).
+///
+/// These devices are not PCI functions, so only the IVRS tells the guest which DeviceID
+/// their messages use: the guest writes that DeviceID's DTE (IV, IntCtl, table) and the VMM
+/// passes the same id as the `source` when it remaps their interrupts. QEMU hardcodes the
+/// IOAPIC as 00:14.0 ([`SpecialDevice::QEMU_IOAPIC`], the default here too, so guests
+/// configured for QEMU behave the same); a VMM with another layout lists its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SpecialDevice {
+    /// IOAPIC or HPET.
+    pub kind: SpecialKind,
+    /// IOAPIC ID or HPET number.
+    pub handle: u8,
+    /// Requester id (bus << 8 | devfn) of its messages.
+    pub device_id: u16,
+}
+
+impl SpecialDevice {
+    /// IOAPIC 0 at 00:14.0, as QEMU describes it (anchors-x86 §2.1, §2.7).
+    pub const QEMU_IOAPIC: SpecialDevice = SpecialDevice {
+        kind: SpecialKind::IoApic,
+        handle: 0,
+        device_id: 0x00a0,
+    };
+
+    /// The 8-byte IVHD device entry: type 48h, DTE setting 0, handle, DeviceID, variety.
+    pub fn ivhd_entry(&self) -> [u8; 8] {
+        let [lo, hi] = self.device_id.to_le_bytes();
+        let variety = match self.kind {
+            SpecialKind::IoApic => 1,
+            SpecialKind::Hpet => 2,
+        };
+        [0x48, 0, 0, 0, self.handle, lo, hi, variety]
+    }
+}
+
 /// Values for the ACPI IVRS table describing this IOMMU (the VMM adds the device entries:
 /// "all devices", aliases matching [`AmdVi::set_alias`](crate::AmdVi::set_alias), special
 /// IOAPIC/HPET entries).
@@ -123,8 +169,16 @@ impl IvrsInfo {
             flags |= 1 << 7;
         }
         let mut feature_reporting = u32::from(config.levels() - 4) << 30;
+        // IVHD 10h feature reporting: XTSup (0), IASup (5), GASup (6) (Linux
+        // `IOMMU_FEAT_XTSUP_SHIFT`, `IOMMU_FEAT_GASUP_SHIFT`).
+        if efr & efr::XT_SUP != 0 {
+            feature_reporting |= 1;
+        }
         if efr & efr::IA_SUP != 0 {
             feature_reporting |= 1 << 5;
+        }
+        if efr & efr::GA_SUP != 0 {
+            feature_reporting |= 1 << 6;
         }
         IvrsInfo {
             iv_info: 1
@@ -178,7 +232,15 @@ mod tests {
         assert_eq!(i.iv_info & 1, 1);
         assert_eq!((i.iv_info >> 8) & 0x7f, 48);
         assert_eq!(i.ivhd_flags, 1 << 6);
-        assert_eq!(i.feature_reporting, (2 << 30) | (1 << 5));
+        assert_eq!(i.feature_reporting, (2 << 30) | (1 << 6) | (1 << 5) | 1);
+        let e = SpecialDevice::QEMU_IOAPIC.ivhd_entry();
+        assert_eq!(e, [0x48, 0, 0, 0, 0, 0xa0, 0, 1]);
+        let hpet = SpecialDevice {
+            kind: SpecialKind::Hpet,
+            handle: 2,
+            device_id: 0x1234,
+        };
+        assert_eq!(hpet.ivhd_entry(), [0x48, 0, 0, 0, 2, 0x34, 0x12, 2]);
         assert_eq!(
             (i.device_id, i.capability_offset, i.mmio_base),
             (2, 0x40, 0xfed8_0000)

@@ -9,8 +9,9 @@
 
 use crate::event::{Event, EventOutcome, EventRecord};
 use crate::event_log;
-use crate::regs::{REGISTERS, control, offset, status};
+use crate::regs::{REGISTERS, control, efr, offset, status};
 use std::collections::VecDeque;
+use viommu_shared::irq::{DeliveryMode, DestinationMode, Interrupt, TriggerMode};
 use viommu_shared::regs::{Msi, RegWrite, RegisterBank, RegisterFile, WriteHandler};
 use viommu_shared::snapshot::{SavedRegister, SnapshotError, restore_registers, save_registers};
 use vm_memory::GuestMemoryMmap;
@@ -22,6 +23,9 @@ pub struct Pending {
     pub run_commands: bool,
     /// IommuEn changed: every device's DMA mode may have changed.
     pub iommu_toggled: bool,
+    /// A Control bit that governs interrupt remapping (IommuEn, GAEn, XTEn) or the device
+    /// table base changed: every resolved interrupt route may be stale.
+    pub irq_changed: bool,
 }
 
 /// State the handlers update besides the register file.
@@ -31,12 +35,33 @@ pub struct Latch {
     pub cmd_halted: bool,
     /// PPR is advertised (drives PprLogRun).
     pub ppr: bool,
+    /// The advertised EFR (Control bits of features it lacks are not writable).
+    pub efr: u64,
     /// Work for the model.
     pub pending: Pending,
 }
 
+/// Control bits the advertised `efr` does not let software set.
+fn unsupported_control(efr: u64) -> u64 {
+    let mut bits = 0;
+    if efr & efr::GA_SUP == 0 {
+        bits |= control::GA_EN;
+    }
+    if efr & efr::XT_SUP == 0 {
+        bits |= control::XT_EN | control::INT_CAP_XT_EN;
+    }
+    bits
+}
+
 fn control_written(latch: &mut Latch, regs: &mut RegisterFile, w: RegWrite) {
-    let new = w.new;
+    let off = unsupported_control(latch.efr);
+    let new = w.new & !off;
+    if new != w.new {
+        regs.update_at(offset::CONTROL, off, 0);
+    }
+    if (new ^ w.old) & control::IR_BITS != 0 {
+        latch.pending.irq_changed = true;
+    }
     let rose = w.rose();
     let en = new & control::IOMMU_EN != 0;
     let cmd_on = en && new & control::CMD_BUF_EN != 0;
@@ -72,11 +97,47 @@ fn pointer_written(latch: &mut Latch, _regs: &mut RegisterFile, _w: RegWrite) {
     latch.pending.run_commands = true;
 }
 
+fn dev_tab_written(latch: &mut Latch, _regs: &mut RegisterFile, w: RegWrite) {
+    if w.changed() != 0 {
+        latch.pending.irq_changed = true;
+    }
+}
+
+/// The XT interrupt control registers exist only with EFR.XTSup.
+fn xt_written(latch: &mut Latch, regs: &mut RegisterFile, w: RegWrite) {
+    if latch.efr & efr::XT_SUP == 0 {
+        regs.set_at(w.offset(), 0);
+    }
+}
+
 static HANDLERS: &[(u64, WriteHandler<Latch>)] = &[
+    (offset::DEV_TAB_BASE, dev_tab_written),
     (offset::CONTROL, control_written),
+    (offset::XT_GEN_INTR, xt_written),
+    (offset::XT_PPR_INTR, xt_written),
+    (offset::XT_GALOG_INTR, xt_written),
     (offset::CMD_HEAD, pointer_written),
     (offset::CMD_TAIL, pointer_written),
 ];
+
+/// The IOMMU's own interrupt in x2APIC format from an XT interrupt control register
+/// (Linux `union intcapxt`): DestMode (2), Destination 23:0 (31:8), Vector (39:32),
+/// Destination 31:24 (63:56); fixed, edge-triggered.
+pub fn intcapxt_msi(reg: u64) -> Msi {
+    Interrupt {
+        destination: ((reg >> 8) & 0xff_ffff) as u32 | (((reg >> 56) as u32) << 24),
+        vector: (reg >> 32) as u8,
+        delivery: DeliveryMode::Fixed,
+        destination_mode: if reg & (1 << 2) != 0 {
+            DestinationMode::Logical
+        } else {
+            DestinationMode::Physical
+        },
+        trigger: TriggerMode::Edge,
+        redirection_hint: false,
+    }
+    .to_msi()
+}
 
 /// Everything behind the register lock.
 pub struct Registers {
@@ -99,6 +160,7 @@ impl Registers {
             bank,
             latch: Latch {
                 ppr,
+                efr,
                 ..Latch::default()
             },
             efr,
@@ -116,6 +178,7 @@ impl Registers {
         self.bank.regs_mut().set_at(offset::EXT_FEATURES, self.efr);
         self.latch = Latch {
             ppr: self.latch.ppr,
+            efr: self.efr,
             ..Latch::default()
         };
     }
@@ -178,9 +241,17 @@ impl Registers {
         self.msi = msi;
     }
 
-    /// The MSI to send for an interrupt condition, if MSI is enabled.
+    /// The MSI to send for an interrupt condition: the XT general interrupt message while
+    /// Control.IntCapXTEn is set (spec §3.4.13), else the PCI MSI capability's message if
+    /// MSI is enabled there.
     pub fn interrupt(&self, wanted: bool) -> Option<Msi> {
-        if wanted { self.msi } else { None }
+        if !wanted {
+            return None;
+        }
+        if self.get(offset::CONTROL) & control::INT_CAP_XT_EN != 0 {
+            return Some(intcapxt_msi(self.get(offset::XT_GEN_INTR)));
+        }
+        self.msi
     }
 
     /// Appends an event to the guest's log; returns its fate and the MSI to send.
@@ -235,7 +306,8 @@ mod tests {
             p,
             Pending {
                 run_commands: true,
-                iommu_toggled: false
+                iommu_toggled: false,
+                irq_changed: false,
             }
         );
         assert_eq!(st(&r) & (status::CMD_BUF_RUN | status::EVENT_LOG_RUN), 0);
@@ -278,6 +350,43 @@ mod tests {
         r.reset();
         assert_eq!(st(&r), 0);
         assert_eq!(r.read(offset::EXT_FEATURES, 8), 0x41);
+    }
+
+    #[test]
+    fn feature_bits_and_xt_interrupt() {
+        // Without GASup/XTSup, GAEn, XTEn, IntCapXTEn and the XT registers read 0.
+        let mut r = Registers::new(0, false, 0);
+        let all = control::IOMMU_EN | control::GA_EN | control::XT_EN | control::INT_CAP_XT_EN;
+        let p = r.write(offset::CONTROL, 8, all);
+        assert_eq!(r.get(offset::CONTROL), control::IOMMU_EN);
+        assert!(p.irq_changed && p.iommu_toggled);
+        r.write(offset::XT_GEN_INTR, 8, u64::MAX);
+        assert_eq!(r.get(offset::XT_GEN_INTR), 0);
+        // With them, the bits stick and the IOMMU's interrupt takes the XT message.
+        let mut r = Registers::new(efr::GA_SUP | efr::XT_SUP, false, 0);
+        r.set_msi(Some(Msi {
+            address: 0xfee0_0000,
+            data: 0x41,
+        }));
+        assert_eq!(r.interrupt(true).map(|m| m.data), Some(0x41));
+        let p = r.write(offset::CONTROL, 8, all);
+        assert_eq!(r.get(offset::CONTROL), all);
+        assert!(p.irq_changed);
+        // Destination 0x1234_5678 logical, vector 0x52; reserved bits are dropped.
+        r.write(offset::XT_GEN_INTR, 8, 0x1200_0052_3456_7807);
+        assert_eq!(r.get(offset::XT_GEN_INTR), 0x1200_0052_3456_7804);
+        let m = r.interrupt(true).unwrap();
+        let irq = Interrupt::from_compat_msi(m).unwrap();
+        assert_eq!((irq.destination, irq.vector), (0x1234_5678, 0x52));
+        assert_eq!(irq.destination_mode, DestinationMode::Logical);
+        assert_eq!(r.interrupt(false), None);
+        // Only interrupt-relevant Control bits mark routes stale.
+        assert!(
+            !r.write(offset::CONTROL, 8, all | control::EVENT_LOG_EN)
+                .irq_changed
+        );
+        assert!(r.write(offset::DEV_TAB_BASE, 8, 0x1000).irq_changed);
+        assert!(!r.write(offset::DEV_TAB_BASE, 8, 0x1000).irq_changed);
     }
 
     #[test]

@@ -40,6 +40,13 @@ pub mod offset {
     pub const PPR_HEAD: u64 = 0x2030;
     /// PPR Log Tail Pointer (18:4).
     pub const PPR_TAIL: u64 = 0x2038;
+    /// XT IOMMU General Interrupt Control (IntCapXT, spec §3.4.13): the x2APIC-format message
+    /// of the IOMMU's own interrupts (event log, completion wait) while Control.IntCapXTEn.
+    pub const XT_GEN_INTR: u64 = 0x0170;
+    /// XT IOMMU PPR Interrupt Control (stored).
+    pub const XT_PPR_INTR: u64 = 0x0178;
+    /// XT IOMMU GA Log Interrupt Control (stored).
+    pub const XT_GALOG_INTR: u64 = 0x0180;
 }
 
 /// IOMMU Control register bits (spec §3.4.3).
@@ -62,10 +69,23 @@ pub mod control {
     pub const PPR_INT_EN: u64 = 1 << 14;
     /// PPREn (stored).
     pub const PPR_EN: u64 = 1 << 15;
-    /// Bits software may write: IommuEn through PPREn (InvTimeOut, PassPW, ResPassPW,
-    /// Coherent and Isoc are stored). Bits of features not advertised (GTEn, GAEn, XTEn, ...)
-    /// read as zero.
-    pub const WRITABLE: u64 = 0xffff;
+    /// GAEn: 128-bit (guest virtual APIC format) interrupt remapping table entries; only with
+    /// EFR.GASup.
+    pub const GA_EN: u64 = 1 << 17;
+    /// XTEn: 32-bit x2APIC destinations in interrupt remapping; only with EFR.XTSup.
+    pub const XT_EN: u64 = 1 << 50;
+    /// IntCapXTEn: the IOMMU's own interrupts use the XT interrupt control registers (0x170)
+    /// instead of the PCI MSI capability; only with EFR.XTSup.
+    pub const INT_CAP_XT_EN: u64 = 1 << 51;
+    /// Bits software may write when every feature is advertised: IommuEn through PPREn
+    /// (InvTimeOut, PassPW, ResPassPW, Coherent and Isoc are stored), GAEn, XTEn and
+    /// IntCapXTEn. The bits of features the configuration does not advertise are cleared by
+    /// the Control write handler, so they read as zero. Other bits (GTEn, GAMEn, GALogEn,
+    /// ...) always read as zero.
+    pub const WRITABLE: u64 = 0xffff | GA_EN | XT_EN | INT_CAP_XT_EN;
+    /// Control bits whose change alters how interrupts are remapped (a VMM's resolved routes
+    /// must be re-resolved).
+    pub const IR_BITS: u64 = IOMMU_EN | GA_EN | XT_EN;
 }
 
 /// IOMMU Status register bits (spec §3.4.11).
@@ -96,8 +116,14 @@ pub mod efr {
     pub const PREF_SUP: u64 = 1 << 0;
     /// PPRSup: peripheral page requests supported.
     pub const PPR_SUP: u64 = 1 << 1;
+    /// XTSup: x2APIC interrupt remapping (Control.XTEn, IntCapXTEn) supported.
+    pub const XT_SUP: u64 = 1 << 2;
     /// IASup: INVALIDATE_IOMMU_ALL supported.
     pub const IA_SUP: u64 = 1 << 6;
+    /// GASup: 128-bit interrupt remapping table entries (Control.GAEn) supported. With
+    /// GAMSup (bits 23:21) zero, guest virtual APIC (posted) mode is not: Linux then uses the
+    /// 128-bit entries in remapped mode only (`AMD_IOMMU_GUEST_IR_LEGACY_GA`).
+    pub const GA_SUP: u64 = 1 << 7;
     /// HATS field position (host address translation size: 0 = 4 levels, 1 = 5, 2 = 6).
     pub const HATS_SHIFT: u32 = 10;
 }
@@ -112,6 +138,10 @@ pub const PTR_MASK: u64 = 0x7_fff0;
 pub const DEV_TAB_SIZE_MASK: u64 = 0x1ff;
 
 const LEN_MASK: u64 = 0xf << LEN_SHIFT;
+
+/// Writable bits of the XT interrupt control registers: DestMode (2), Destination 23:0
+/// (31:8), Vector (39:32), Destination 31:24 (63:56).
+pub const XT_INTR_MASK: u64 = 0xff00_00ff_ffff_ff04;
 
 /// The register table. EFR's reset value is configuration-dependent and set by the model
 /// after creating the file.
@@ -144,6 +174,9 @@ pub static REGISTERS: &[RegSpec] = &[
         0,
         BASE_MASK | LEN_MASK,
     ),
+    RegSpec::rw64("XT_GEN_INTR", offset::XT_GEN_INTR, 0, XT_INTR_MASK),
+    RegSpec::rw64("XT_PPR_INTR", offset::XT_PPR_INTR, 0, XT_INTR_MASK),
+    RegSpec::rw64("XT_GALOG_INTR", offset::XT_GALOG_INTR, 0, XT_INTR_MASK),
     RegSpec::rw64("CMD_HEAD", offset::CMD_HEAD, 0, PTR_MASK),
     RegSpec::rw64("CMD_TAIL", offset::CMD_TAIL, 0, PTR_MASK),
     RegSpec::rw64("EVT_HEAD", offset::EVT_HEAD, 0, PTR_MASK),

@@ -24,6 +24,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use viommu_shared::AddrRange;
 use viommu_shared::iotlb::IotlbRegistry;
+use viommu_shared::irq::{IrInvalidation, IrListener};
 use viommu_shared::regs::{Msi, MsiSink};
 use viommu_shared::shadow::IdentityView;
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
@@ -40,13 +41,15 @@ pub struct Snapshot {
     pub dev_tab: DeviceTable,
 }
 
-/// The passthrough devices, by requester id.
+/// The passthrough devices, by requester id, and interrupt-route notifications not yet sent.
 #[derive(Default)]
 pub struct Exec {
     /// Shadow engine and current mode per attached device.
     pub shadows: BTreeMap<u16, HostShadow>,
     /// Discarded / private guest memory, which no shadow maps (VMM memory events).
     pub memory: viommu_shared::memory::GuestMemoryState,
+    /// Interrupt-route invalidations queued by the commands being processed.
+    pub irq_pending: Vec<IrInvalidation>,
 }
 
 /// Everything the model shares between vCPU (MMIO) and device (DMA) threads.
@@ -73,6 +76,8 @@ pub struct Inner {
     pub stats: Counters,
     /// Host errors not yet taken by the VMM.
     pub host_errors: Mutex<VecDeque<AmdViError>>,
+    /// Who is told when the guest invalidates interrupt-remapping state.
+    pub irq_listeners: RwLock<Vec<Arc<dyn IrListener>>>,
 }
 
 impl fmt::Debug for Inner {
@@ -108,6 +113,7 @@ impl Inner {
             aliases: RwLock::new(HashMap::new()),
             stats: Counters::default(),
             host_errors: Mutex::new(VecDeque::new()),
+            irq_listeners: RwLock::new(Vec::new()),
             msi_sink,
             mem,
             config,

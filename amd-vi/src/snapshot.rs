@@ -18,6 +18,7 @@ use crate::error::AmdViError;
 use crate::regs::{control, offset, status};
 use crate::shared_state::lock;
 use serde::{Deserialize, Serialize};
+use viommu_shared::irq::IrInvalidation;
 use viommu_shared::snapshot::{self, SavedRegister, SnapshotError, Versioned};
 
 /// The snapshot format version this build writes and restores.
@@ -147,8 +148,14 @@ impl AmdVi {
             return Err(AmdViError::Snapshot(e));
         }
         self.inner.iotlb.invalidate_all();
+        // Interrupt remapping state came from the stream: every route resolved before is
+        // stale.
+        self.inner
+            .queue_irq_invalidation(&mut exec, IrInvalidation::All);
         // Host errors are also recorded for `take_host_errors` by the sync itself.
-        self.inner.reload_entries(&mut exec, None, true)
+        let result = self.inner.reload_entries(&mut exec, None, true);
+        self.inner.flush_irq_notifications(&mut exec);
+        result
     }
 
     /// Decodes a stream ([`AmdViSnapshot::from_bytes`]) and [`restore`](Self::restore)s it;

@@ -33,6 +33,12 @@ pub struct Stats {
     pub host_refused: u64,
     /// Guest runs in IOVA ranges the host cannot map (MSI window, reserved ranges).
     pub host_unmappable: u64,
+    /// Interrupt requests ([`RemapMode::Request`](viommu_shared::irq::RemapMode)) delivered.
+    pub interrupts_delivered: u64,
+    /// Interrupt requests blocked (aborted, or faulted with or without an event).
+    pub interrupt_faults: u64,
+    /// Invalidation notifications sent to interrupt-route listeners.
+    pub irq_invalidations: u64,
 }
 
 macro_rules! counters {
@@ -65,6 +71,9 @@ counters!(
     host_unmap_errors,
     host_refused,
     host_unmappable,
+    interrupts_delivered,
+    interrupt_faults,
+    irq_invalidations,
 );
 
 /// Adds `n` to a counter.

@@ -239,6 +239,100 @@ fn seed_inputs() -> Vec<Input> {
             dma(1, 0x4000_0000, false),
         ],
     });
+    // Interrupt remapping as Linux sets it up: tables, 32-bit then 128-bit x2APIC entries,
+    // requests, invalidations, faults.
+    let irte = |devid: u8, index: u16, lo: u64, hi: u64| Op::Irte {
+        devid,
+        index,
+        lo,
+        hi,
+        plausible: true,
+    };
+    let msi = |source: u8, data: u32, route_only: bool| Op::Msi {
+        source,
+        any_source: false,
+        address: 0,
+        outside: false,
+        data,
+        route_only,
+    };
+    let irq_dte = |devid: u8, ctl: u8, pass: u8| Op::IrqDte {
+        devid,
+        len: 9,
+        ctl,
+        pass,
+        ignore: false,
+        far: false,
+        noise: 0,
+        clean: true,
+    };
+    for levels in [3, 6] {
+        out.push(Input {
+            setup: setup(levels),
+            ops: vec![
+                irq_dte(1, 2, 0),
+                irq_dte(2, 2, 7),
+                irte(1, 0, 0x41 << 16 | 3 << 8 | 1, 0x41),
+                irte(1, 1, 0x0102_0300 | 1, 0x0400_0000_0000_0042),
+                irte(2, 0, 0x43 << 16 | 5 << 8 | 1 << 6 | 1 << 2 | 1, 0x43),
+                msi(1, 0, false),
+                msi(1, 0x8001, false),
+                msi(2, 0, true),
+                msi(2, 0x400, false),
+                msi(1, 5, false),
+                Op::IrqInvalidate {
+                    devid: 1,
+                    dte: false,
+                },
+                // 128-bit entries with x2APIC destinations.
+                mmio(
+                    offset::CONTROL,
+                    8,
+                    control::IOMMU_EN
+                        | control::CMD_BUF_EN
+                        | control::EVENT_LOG_EN
+                        | control::EVENT_INT_EN
+                        | control::GA_EN
+                        | control::XT_EN,
+                ),
+                msi(1, 1, false),
+                msi(1, 0x200, false),
+                irte(1, 1, 0x0102_0380 | 1, 0x42),
+                msi(1, 1, false),
+                Op::IrqInvalidate {
+                    devid: 1,
+                    dte: true,
+                },
+                Op::Alias { dev: 3, alias: 1 },
+                msi(3, 1, false),
+                Op::IrqInvalidate {
+                    devid: 1,
+                    dte: false,
+                },
+                Op::IrqDte {
+                    devid: 2,
+                    len: 13,
+                    ctl: 2,
+                    pass: 0,
+                    ignore: true,
+                    far: true,
+                    noise: u64::MAX,
+                    clean: false,
+                },
+                msi(2, 0, false),
+                Op::Msi {
+                    source: 2,
+                    any_source: true,
+                    address: 0xfed0_0000,
+                    outside: true,
+                    data: 0,
+                    route_only: false,
+                },
+                Op::Reset,
+                msi(1, 0, false),
+            ],
+        });
+    }
     out
 }
 
@@ -372,6 +466,90 @@ fn barrier_oracle_rejects_a_stale_host_mapping() {
     assert!(err.contains("0x20000"), "{err}");
     // The flush makes it consistent again.
     w.step(&flush(2, 32, 0)).unwrap();
+}
+
+/// A remapper that answers like the model but never reports invalidations.
+struct Deaf(viommu_amd_vi::AmdVi);
+
+impl viommu_shared::irq::InterruptRemapper for Deaf {
+    fn remap(
+        &self,
+        source: u16,
+        msi: viommu_shared::regs::Msi,
+        mode: viommu_shared::irq::RemapMode,
+    ) -> Result<viommu_shared::irq::Resolution, viommu_shared::irq::IrFault> {
+        self.0.remap(source, msi, mode)
+    }
+
+    fn add_listener(&self, _listener: std::sync::Arc<dyn viommu_shared::irq::IrListener>) {}
+}
+
+#[test]
+fn route_oracle_rejects_a_missed_invalidation() {
+    use viommu_shared::irq::InterruptRemapper;
+    let irte = |lo: u64| Op::Irte {
+        devid: 1,
+        index: 0,
+        lo,
+        hi: 0x41,
+        plausible: true,
+    };
+    let ir_dte = Op::IrqDte {
+        devid: 1,
+        len: 4,
+        ctl: 2,
+        pass: 0,
+        ignore: false,
+        far: false,
+        noise: 0,
+        clean: true,
+    };
+    let mut w = World::new(setup(4)).unwrap();
+    w.step(&ir_dte).unwrap();
+    w.step(&irte(0x41 << 16 | 3 << 8 | 1)).unwrap();
+    w.step(&Op::IrqInvalidate {
+        devid: 1,
+        dte: true,
+    })
+    .unwrap();
+    let r = w.routes.get(1).unwrap().unwrap();
+    assert_eq!((r.interrupt.vector, r.interrupt.destination), (0x41, 3));
+    // A VMM whose route table never hears from the model keeps the old route: caught.
+    w.routes =
+        viommu_shared::irq::RouteTable::new(std::sync::Arc::new(Deaf(w.iommu.clone())), None);
+    w.routes
+        .set(
+            1,
+            1,
+            viommu_shared::regs::Msi {
+                address: 0xfee0_0000,
+                data: 0,
+            },
+        )
+        .unwrap();
+    w.step(&irte(0x41 << 16 | 9 << 8 | 1)).unwrap();
+    let err = w
+        .step(&Op::IrqInvalidate {
+            devid: 1,
+            dte: false,
+        })
+        .unwrap_err();
+    assert!(err.contains("route of 0x1"), "{err}");
+    assert_eq!(
+        w.iommu
+            .remap(
+                1,
+                viommu_shared::regs::Msi {
+                    address: 0xfee0_0000,
+                    data: 0
+                },
+                viommu_shared::irq::RemapMode::Route
+            )
+            .unwrap()
+            .interrupt
+            .destination,
+        9
+    );
 }
 
 #[test]

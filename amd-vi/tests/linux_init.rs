@@ -26,7 +26,7 @@ fn discovery_values() {
     assert_eq!(efr_reg, g.iommu.efr());
     assert_eq!(
         efr_reg,
-        efr::PREF_SUP | efr::IA_SUP | (2 << efr::HATS_SHIFT)
+        efr::PREF_SUP | efr::IA_SUP | efr::GA_SUP | efr::XT_SUP | (2 << efr::HATS_SHIFT)
     );
     // The same value in the IVHD.
     assert_eq!(g.iommu.ivrs(0x40).efr, efr_reg);

@@ -117,6 +117,27 @@ impl DmaTranslation {
     pub fn iova_range(&self) -> AddrRange {
         AddrRange::from_len(self.iova, self.size)
     }
+
+    /// The largest naturally aligned part of this page that contains `iova` and does not
+    /// overlap `hole` (an input range the model must not let a cached page cover, e.g. the
+    /// x86 interrupt range), or `None` when `iova` is in `hole` or not even its 4 KiB page
+    /// avoids it. Unchanged when the page does not overlap `hole`.
+    pub fn avoiding(&self, hole: AddrRange, iova: u64) -> Option<DmaTranslation> {
+        if hole.contains(iova) {
+            return None;
+        }
+        let mut t = *self;
+        while t.iova_range().overlaps(&hole) {
+            if t.size <= PAGE_SIZE_4K {
+                return None;
+            }
+            t.size /= 2;
+            let base = align_down(iova, t.size);
+            t.addr += base - t.iova;
+            t.iova = base;
+        }
+        Some(t)
+    }
 }
 
 /// Why a DMA failed, as far as the device is concerned. The model has already recorded its
@@ -367,6 +388,28 @@ impl Iommu for DeviceIommu {
 mod tests {
     use super::*;
     use crate::addr::PAGE_SIZE_2M;
+
+    #[test]
+    fn avoiding_shrinks_around_a_hole() {
+        let gig = DmaTranslation {
+            domain: 1,
+            iova: 0xc000_0000,
+            addr: 0x4000_0000,
+            size: 1 << 30,
+            perm: Perm::RW,
+        };
+        let hole = AddrRange::from_len(0xfee0_0000, 0x10_0000);
+        assert_eq!(gig.avoiding(hole, 0xfee0_0000), None);
+        let low = gig.avoiding(hole, 0xc123_4567).unwrap();
+        assert_eq!((low.iova, low.size), (0xc000_0000, 1 << 29));
+        assert_eq!(low.addr, 0x4000_0000);
+        let near = gig.avoiding(hole, 0xfef0_1000).unwrap();
+        assert_eq!((near.iova, near.size), (0xfef0_0000, 0x10_0000));
+        assert_eq!(near.addr, 0x4000_0000 + 0x3ef0_0000);
+        assert!(near.is_well_formed(0xfef0_1000) && !near.iova_range().overlaps(&hole));
+        let away = AddrRange::from_len(0, 0x1000);
+        assert_eq!(gig.avoiding(away, 0xc000_0000), Some(gig));
+    }
     use crate::iotlb::IotlbRegistry;
     use crate::pt::{ByteOrder, TableBuilder, Walker};
     use crate::testing::{RadixFormat, guest_memory};

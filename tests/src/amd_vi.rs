@@ -14,6 +14,10 @@
 //! | `max-run=SIZE` | largest host mapping (`Config::shadow.max_run`) | 2M |
 //! | `msi=ADDR:DATA` | the MSI message the guest programmed in the IOMMU function's PCI MSI capability ([`AmdVi::set_msi`]); without it MSI is disabled there and interrupt conditions only set Status bits | none |
 //! | `alias=RID:DEVID` | IVRS alias: DMA from requester RID uses DEVID's entry ([`AmdVi::set_alias`]); may repeat | none |
+//! | `ir=0\|1` | interrupt remapping (`Config::interrupt_remapping`) | 1 |
+//! | `ga=0\|1` | EFR.GASup, 128-bit IRTEs with Control.GAEn (`Config::ga`) | 1 |
+//! | `xt=0\|1` | EFR.XTSup, x2APIC destinations and IntCapXT (`Config::x2apic`) | 1 |
+//! | `ioapic=ID:DEVID`, `hpet=N:DEVID` | IVRS special devices (`Config::special_devices`); any of them replaces the default (IOAPIC 0 at 00:14.0); may repeat | `ioapic=0:0xa0` |
 //!
 //! DMA faults are named after the event the model raised for them, in kebab-case:
 //! `illegal-dev-table-entry`, `io-page-fault`, `dev-tab-hardware-error`,
@@ -21,15 +25,26 @@
 //! check the event log to tell the two apart. A fault for which no event was raised at all
 //! (a requester id that does not fit 16 bits) is `no-event`.
 //!
+//! `irq …` go to the model's `InterruptRemapper` implementation (the runner delivers
+//! `irq request` through a `RemappingMsiSink`, as a VMM wires an emulated device; the model's
+//! own [`AmdVi::deliver_msi`] does the same). Interrupt-remapping faults are named after the
+//! event the request raised (`IrFault::code`): `io-page-fault`, `invalid-device-request`,
+//! `illegal-dev-table-entry`, `dev-tab-hardware-error`, `page-tab-hardware-error` (also when
+//! IG or SupIOPF suppressed it: `recorded=0`), and `no-event` when the architecture defines
+//! none (NMI/INIT/ExtINT without their pass bit, reserved delivery modes, an address outside
+//! the interrupt range).
+//!
 //! Error kinds: MMIO writes (`expect-error=KIND`) fail with `host-out-of-resources` or
 //! `host-unmap` when shadowing a passthrough device failed on the host; `host` fails with
 //! `host-out-of-resources`, `already-attached` or `bad-device` (not a 16-bit DeviceID).
 
 use crate::expr::{Vars, eval};
 use crate::target::{DmaReq, ScenarioTarget, TargetEnv, TargetError, translate_pieces};
-use viommu_amd_vi::{AmdVi, AmdViError, Config, EventCode};
+use std::sync::Arc;
+use viommu_amd_vi::{AmdVi, AmdViError, Config, EventCode, SpecialDevice, SpecialKind};
 use viommu_shared::AddrRange;
 use viommu_shared::host::SharedSimHost;
+use viommu_shared::irq::{InterruptRemapper, IrFault};
 use viommu_shared::memory::{DmaMapping, MemoryEvent, MemoryEvents};
 use viommu_shared::regs::Msi;
 
@@ -68,6 +83,7 @@ impl AmdViTarget {
         let mut config = Config::default();
         let mut msi = None;
         let mut aliases = Vec::new();
+        let mut special_given = false;
         for (k, v) in opts {
             match k.as_str() {
                 "levels" => {
@@ -98,6 +114,26 @@ impl AmdViTarget {
                 "alias" => {
                     let (rid, devid) = pair(k, v)?;
                     aliases.push((device_id(k, rid)?, device_id(k, devid)?));
+                }
+                "ir" => config.interrupt_remapping = flag(k, v)?,
+                "ga" => config.ga = flag(k, v)?,
+                "xt" => config.x2apic = flag(k, v)?,
+                "ioapic" | "hpet" => {
+                    let (handle, devid) = pair(k, v)?;
+                    if !special_given {
+                        config.special_devices.clear();
+                        special_given = true;
+                    }
+                    config.special_devices.push(SpecialDevice {
+                        kind: if k == "ioapic" {
+                            SpecialKind::IoApic
+                        } else {
+                            SpecialKind::Hpet
+                        },
+                        handle: u8::try_from(handle)
+                            .map_err(|_| format!("model amd-vi option {k}: handle too wide"))?,
+                        device_id: device_id(k, devid)?,
+                    });
                 }
                 _ => return Err(format!("unknown option '{k}' for model amd-vi")),
             }
@@ -144,6 +180,20 @@ fn event_name(code: EventCode) -> &'static str {
         EventCode::PageTabHardwareError => "page-tab-hardware-error",
         EventCode::IllegalCommand => "illegal-command",
         EventCode::CommandHardwareError => "command-hardware-error",
+        EventCode::InvalidDeviceRequest => "invalid-device-request",
+    }
+}
+
+/// The scenario name of an interrupt-remapping fault code: the event's name, `no-event` for
+/// 0 (no event defined: target aborts, addresses outside the interrupt range), the code in
+/// hex for anything else.
+fn irq_fault_name(code: u16) -> String {
+    match u8::try_from(code) {
+        Ok(0) => "no-event".into(),
+        Ok(c) => {
+            EventCode::from_raw(c).map_or_else(|| format!("{code:#x}"), |e| event_name(e).into())
+        }
+        Err(_) => format!("{code:#x}"),
     }
 }
 
@@ -193,6 +243,16 @@ impl ScenarioTarget for AmdViTarget {
         Ok(self.model.dma_mappings(range))
     }
 
+    fn interrupt_remapper(&self) -> Option<Arc<dyn InterruptRemapper>> {
+        Some(Arc::new(self.model.clone()))
+    }
+
+    /// The event the model raised for the refused request (`IrFault::code` is the event
+    /// code), or `no-event` when the architecture defines none (code 0).
+    fn irq_fault_name(&self, fault: &IrFault) -> String {
+        irq_fault_name(fault.code)
+    }
+
     fn attach_host(&mut self, dev: u32, host: SharedSimHost) -> Result<(), TargetError> {
         let id = u16::try_from(dev).map_err(|_| {
             TargetError::new(
@@ -235,7 +295,24 @@ mod tests {
             let e = run_str(line).unwrap_err();
             assert!(e.msg.contains(want), "{line:?}: {}", e.msg);
         }
-        run_str("model amd-vi levels=4 npcache=0 prefetch=0 ia=0 ppr=1 max-run=1G msi=0xfee00000:0x41 alias=8:0x10\nmmio read 0x30 8 expect 0x2\n").unwrap();
+        run_str("model amd-vi levels=4 npcache=0 prefetch=0 ia=0 ppr=1 max-run=1G msi=0xfee00000:0x41 alias=8:0x10\nmmio read 0x30 8 expect 0x86\n").unwrap();
+        run_str(
+            "model amd-vi ppr=1 ga=0 xt=1 prefetch=0 ia=0 levels=4\nmmio read 0x30 8 expect 0x6\n",
+        )
+        .unwrap();
+        // The IOAPIC's DTE remaps through a one-entry table, which index 0x30 is beyond;
+        // without interrupt remapping (ir=0) its MSIs pass unremapped.
+        let ioapic = "write64 0x1001410 2<<60|1\nmmio write 0 8 0x1000000|0x1ff\nmmio write 0x18 8 1\nirq remap dev=00:14.0 addr=0xfee01000 data=0x30 expect";
+        run_str(&format!(
+            "model amd-vi ir=0\n{ioapic} ok dest=1 vector=0x30 index=none\n"
+        ))
+        .unwrap();
+        run_str(&format!(
+            "model amd-vi\n{ioapic} fault=io-page-fault kind=index-out-of-range index=0x30\n"
+        ))
+        .unwrap();
+        let e = run_str("model amd-vi ioapic=0x100:1\n").unwrap_err();
+        assert!(e.msg.contains("handle too wide"), "{}", e.msg);
     }
 
     #[test]

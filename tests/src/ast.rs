@@ -76,7 +76,7 @@ pub enum DmaExpect {
 pub enum IrqExpect {
     /// `ok [dest=N] [vector=N] [delivery=…] [dm=…] [trigger=…] [rh=0|1] [index=N|none]`.
     Ok(Vec<(String, String)>),
-    /// `fault[=NAME] [index=N|none] [recorded=0|1]`.
+    /// `fault[=NAME] [kind=KIND] [index=N|none] [recorded=0|1]`.
     Fault {
         /// The model's name of the fault, if given.
         name: Option<String>,
@@ -90,6 +90,8 @@ pub enum IrqExpect {
 pub enum IrqCall {
     /// `irq request`: `RemapMode::Request`, delivered through the model's output.
     Request,
+    /// `irq remap`: `RemapMode::Request` (faults recorded), the result not delivered.
+    Remap,
     /// `irq route`: `RemapMode::Route`.
     Route,
     /// `irq route-set id=N`: `RouteTable::set`.
@@ -293,7 +295,7 @@ pub enum Op {
         /// Host mappings.
         count: Expr,
     },
-    /// `irq request|route|route-set … dev=D addr=A data=V [expect OUTCOME]`
+    /// `irq request|remap|route|route-set … dev=D addr=A data=V [expect OUTCOME]`
     Irq {
         /// Which call.
         call: IrqCall,
@@ -303,8 +305,16 @@ pub enum Op {
         addr: Expr,
         /// MSI data.
         data: Expr,
-        /// Expected outcome (mandatory for `request` and `route`).
+        /// Expected outcome (mandatory for `request`, `remap` and `route`).
         expect: Option<IrqExpect>,
+    },
+    /// `expect-irq-route id=N OUTCOME`: the current resolution of route N of the scenario's
+    /// route table.
+    ExpectIrqRoute {
+        /// Route id.
+        id: Expr,
+        /// Expected resolution.
+        expect: IrqExpect,
     },
     /// `expect-irq-invalidation …` (`Some`) / `expect-no-irq-invalidation` (`None`)
     ExpectIrqInvalidation(Option<IrqInvalidationSpec>),

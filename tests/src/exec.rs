@@ -5,14 +5,12 @@ use crate::ast::{
     Op, Stmt,
 };
 use crate::expr::{Vars, eval};
+use crate::irq::{self, IrqState, show_invalidation};
 use crate::target::{DmaReq, ScenarioTarget, TargetEnv, make_target};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use viommu_shared::host::{HostCall, HostError, HostFlavour, SharedSimHost, SimHostConfig};
-use viommu_shared::irq::{
-    DeliveryMode, DestinationMode, InterruptRemapper, IrFault, IrInvalidation, IrListener,
-    RemapMode, RemappingMsiSink, Resolution, RouteTable, TriggerMode,
-};
+use viommu_shared::irq::{IrFault, IrInvalidation, RemapMode, RemappingMsiSink, Resolution};
 use viommu_shared::memory::MemoryEvent;
 use viommu_shared::regs::{Msi, RecordingMsiSink};
 use viommu_shared::{AddrRange, GuestAddress, Perm};
@@ -35,53 +33,6 @@ pub struct Failure {
 }
 
 type Res<T> = Result<T, String>;
-
-/// Records the model's interrupt-remapping invalidation notifications.
-#[derive(Default)]
-struct IrqLog(Mutex<Vec<IrInvalidation>>);
-
-impl IrListener for IrqLog {
-    fn invalidated(&self, what: IrInvalidation) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(what);
-    }
-}
-
-/// The interrupt-remapping side of a model: its remapper, the scenario's route table and
-/// the notifications not yet matched.
-struct Irq {
-    remapper: Arc<dyn InterruptRemapper>,
-    routes: Arc<RouteTable>,
-    log: Arc<IrqLog>,
-    unmatched: Vec<IrInvalidation>,
-}
-
-impl Irq {
-    fn collect(&mut self) {
-        let mut log = self.log.0.lock().unwrap_or_else(|e| e.into_inner());
-        self.unmatched.append(&mut log);
-    }
-}
-
-fn show_invalidation(i: &IrInvalidation) -> String {
-    match i {
-        IrInvalidation::All => "all".into(),
-        IrInvalidation::Indices { first, count } => {
-            format!("indices first={first:#x} count={count:#x}")
-        }
-        IrInvalidation::Source(s) => format!("source dev={s:#x}"),
-    }
-}
-
-fn delivery_name(d: DeliveryMode) -> &'static str {
-    match d {
-        DeliveryMode::Fixed => "fixed",
-        DeliveryMode::LowestPriority => "lowest",
-        DeliveryMode::Smi => "smi",
-        DeliveryMode::Nmi => "nmi",
-        DeliveryMode::Init => "init",
-        DeliveryMode::ExtInt => "extint",
-    }
-}
 
 struct Host {
     sim: SharedSimHost,
@@ -107,7 +58,7 @@ pub struct Runner {
     model: Option<String>,
     model_opts: Vec<(String, String)>,
     hosts: BTreeMap<u32, Host>,
-    irq: Option<Irq>,
+    irq: Option<IrqState>,
     snapshots: HashMap<String, Saved>,
     vars: Vars,
     iterations: u64,
@@ -308,7 +259,7 @@ impl Runner {
             .ok_or_else(|| format!("no host attached to device {dev:#x}"))
     }
 
-    fn irq(&mut self) -> Res<&mut Irq> {
+    fn irq(&mut self) -> Res<&mut IrqState> {
         if self.target.is_none() {
             return Err("no model yet: the scenario must start with 'model'".into());
         }
@@ -326,75 +277,7 @@ impl Runner {
 
     /// Compares an interrupt-remapping result with an expected `OUTCOME`.
     fn check_irq(&self, got: &Result<Resolution, IrFault>, want: &IrqExpect) -> Res<()> {
-        let num = |v: &str| -> Res<Option<u64>> {
-            if v == "none" {
-                Ok(None)
-            } else {
-                eval(v, &self.vars).map(Some)
-            }
-        };
-        let index_of = |i: Option<u32>| i.map(u64::from);
-        let show = |r: &Result<Resolution, IrFault>| match r {
-            Ok(r) => format!("ok {:?} index={:?}", r.interrupt, r.index),
-            Err(f) => format!(
-                "fault={} ({:?}) index={:?} recorded={}",
-                self.fault_name(f),
-                f.kind,
-                f.index,
-                u8::from(f.recorded)
-            ),
-        };
-        match (want, got) {
-            (IrqExpect::Ok(fields), Ok(r)) => {
-                let i = &r.interrupt;
-                for (k, v) in fields {
-                    let ok = match k.as_str() {
-                        "dest" => num(v)? == Some(u64::from(i.destination)),
-                        "vector" => num(v)? == Some(u64::from(i.vector)),
-                        "rh" => num(v)? == Some(u64::from(i.redirection_hint)),
-                        "index" => num(v)? == index_of(r.index),
-                        "delivery" => v == delivery_name(i.delivery),
-                        "dm" => {
-                            v == match i.destination_mode {
-                                DestinationMode::Physical => "physical",
-                                DestinationMode::Logical => "logical",
-                            }
-                        }
-                        "trigger" => {
-                            v == match i.trigger {
-                                TriggerMode::Edge => "edge",
-                                TriggerMode::Level => "level",
-                            }
-                        }
-                        _ => return Err(format!("unknown field '{k}'")),
-                    };
-                    if !ok {
-                        return Err(format!("expected {k}={v}, got {}", show(got)));
-                    }
-                }
-                Ok(())
-            }
-            (IrqExpect::Fault { name, fields }, Err(f)) => {
-                if let Some(n) = name
-                    && *n != self.fault_name(f)
-                {
-                    return Err(format!("expected fault={n}, got {}", show(got)));
-                }
-                for (k, v) in fields {
-                    let ok = match k.as_str() {
-                        "index" => num(v)? == index_of(f.index),
-                        "recorded" => num(v)? == Some(u64::from(f.recorded)),
-                        _ => return Err(format!("unknown field '{k}'")),
-                    };
-                    if !ok {
-                        return Err(format!("expected {k}={v}, got {}", show(got)));
-                    }
-                }
-                Ok(())
-            }
-            (IrqExpect::Ok(_), Err(_)) => Err(format!("expected ok, got {}", show(got))),
-            (IrqExpect::Fault { .. }, Ok(_)) => Err(format!("expected a fault, got {}", show(got))),
-        }
+        irq::check(got, want, &|v| eval(v, &self.vars), &|f| self.fault_name(f))
     }
 
     fn fault_name(&self, f: &IrFault) -> String {
@@ -420,16 +303,7 @@ impl Runner {
                     msi: self.msi.clone(),
                 };
                 let target = make_target(name, opts, env)?;
-                self.irq = target.interrupt_remapper().map(|remapper| {
-                    let log = Arc::new(IrqLog::default());
-                    remapper.add_listener(log.clone());
-                    Irq {
-                        routes: RouteTable::new(remapper.clone(), None),
-                        remapper,
-                        log,
-                        unmatched: Vec::new(),
-                    }
-                });
+                self.irq = target.interrupt_remapper().map(IrqState::new);
                 self.target = Some(target);
                 self.model = Some(name.clone());
                 self.model_opts = opts.clone();
@@ -835,21 +709,24 @@ impl Runner {
                     data: u32::try_from(self.ev(data)?)
                         .map_err(|_| "irq: data must fit 32 bits".to_string())?,
                 };
+                // Only `route-set` names a route.
                 let route_id = match call {
-                    IrqCall::RouteSet(id) => Some(
-                        u32::try_from(self.ev(id)?)
-                            .map_err(|_| "irq route-set: id must fit 32 bits".to_string())?,
-                    ),
-                    _ => None,
+                    IrqCall::RouteSet(id) => u32::try_from(self.ev(id)?)
+                        .map_err(|_| "irq route-set: id must fit 32 bits".to_string())?,
+                    _ => 0,
                 };
                 let irq = self.irq()?;
                 let (remapper, routes) = (irq.remapper.clone(), irq.routes.clone());
-                let got = match (call, route_id) {
-                    (IrqCall::RouteSet(_), Some(id)) => routes.set(id, source, msi),
-                    (IrqCall::Route, _) => remapper.remap(source, msi, RemapMode::Route),
+                let got = match call {
+                    IrqCall::RouteSet(_) => routes.set(route_id, source, msi),
+                    IrqCall::Route => remapper.remap(source, msi, RemapMode::Route),
+                    // The IOMMU's decision on a request (faults recorded), not delivered.
+                    IrqCall::Remap => remapper.remap(source, msi, RemapMode::Request),
                     // As a VMM wires an emulated device: remapped as a request, delivered to
                     // the interrupt controller (the runner's MSI list).
-                    _ => RemappingMsiSink::new(remapper, source, self.msi.clone()).deliver(msi),
+                    IrqCall::Request => {
+                        RemappingMsiSink::new(remapper, source, self.msi.clone()).deliver(msi)
+                    }
                 };
                 self.collect_msis();
                 self.collect_irq();
@@ -957,6 +834,17 @@ impl Runner {
                 truncate,
                 expect_error,
             } => self.restore(name, *attach_before, limit, truncate, expect_error)?,
+            Op::ExpectIrqRoute { id, expect } => {
+                let id = u32::try_from(self.ev(id)?)
+                    .map_err(|_| "expect-irq-route: id must fit 32 bits".to_string())?;
+                let got = self
+                    .irq()?
+                    .routes
+                    .get(id)
+                    .ok_or_else(|| format!("no route {id}"))?;
+                self.check_irq(&got, expect)
+                    .map_err(|e| format!("route {id}: {e}"))?;
+            }
             Op::Checkpoint { .. } => {
                 self.collect_msis();
                 self.msis.clear();
@@ -1130,6 +1018,22 @@ impl Runner {
         }
         if !attach_before {
             attach(&mut target, &mut first);
+        }
+        // The VMM's routes are its own state: it sets them again on the destination model
+        // (whose remapper now notifies a fresh route table).
+        // Notifications the source sent and the scenario did not match yet stay pending.
+        self.collect_irq();
+        let (routes, unmatched) = self
+            .irq
+            .take()
+            .map(|i| (i.routes.routes(), i.unmatched))
+            .unwrap_or_default();
+        self.irq = target.interrupt_remapper().map(IrqState::new);
+        if let Some(irq) = &mut self.irq {
+            irq.unmatched = unmatched;
+            for (id, source, msi) in routes {
+                let _ = irq.routes.set(id, source, msi);
+            }
         }
         self.target = Some(target);
         self.hosts = hosts;

@@ -9,6 +9,7 @@ pub mod ast;
 pub mod exec;
 pub mod expr;
 pub mod fuzz_support;
+pub mod irq;
 pub mod parse;
 pub mod target;
 pub mod vtd;

@@ -396,6 +396,16 @@ impl Parser {
                 };
                 Op::ExpectIrqInvalidation(Some(spec))
             }
+            "expect-irq-route" => match args.split_first() {
+                Some((id, outcome)) if !outcome.is_empty() => match kv(id) {
+                    Some(("id", n)) if !n.is_empty() => Op::ExpectIrqRoute {
+                        id: Expr(n.into()),
+                        expect: irq_expect(line, outcome)?,
+                    },
+                    _ => return err(line, "'expect-irq-route' takes id=N OUTCOME"),
+                },
+                _ => return err(line, "'expect-irq-route' takes id=N OUTCOME"),
+            },
             "expect-no-irq-invalidation" => {
                 if !args.is_empty() {
                     return err(line, "'expect-no-irq-invalidation' takes no argument");
@@ -642,7 +652,7 @@ impl Parser {
     }
 }
 
-/// `irq request|route|route-set …`.
+/// `irq request|remap|route|route-set …`.
 fn irq(line: usize, args: &[String]) -> Result<Op, ParseError> {
     let x = args
         .iter()
@@ -650,11 +660,12 @@ fn irq(line: usize, args: &[String]) -> Result<Op, ParseError> {
         .unwrap_or(args.len());
     let (head, tail) = args.split_at(x);
     let Some((verb, rest)) = head.split_first() else {
-        return err(line, "'irq' takes request, route or route-set");
+        return err(line, "'irq' takes request, remap, route or route-set");
     };
     let mut opts = options(line, rest)?;
     let call = match verb.as_str() {
         "request" => IrqCall::Request,
+        "remap" => IrqCall::Remap,
         "route" => IrqCall::Route,
         "route-set" => IrqCall::RouteSet(take(&mut opts, "id").map(Expr).ok_or(ParseError {
             line,
@@ -663,7 +674,7 @@ fn irq(line: usize, args: &[String]) -> Result<Op, ParseError> {
         v => {
             return err(
                 line,
-                format!("'irq' takes request, route or route-set, got '{v}'"),
+                format!("'irq' takes request, remap, route or route-set, got '{v}'"),
             );
         }
     };
@@ -696,7 +707,7 @@ fn irq(line: usize, args: &[String]) -> Result<Op, ParseError> {
 /// Fields an `ok` outcome may name.
 const IRQ_OK_FIELDS: &[&str] = &["dest", "vector", "delivery", "dm", "trigger", "rh", "index"];
 /// Fields a `fault` outcome may name.
-const IRQ_FAULT_FIELDS: &[&str] = &["index", "recorded"];
+const IRQ_FAULT_FIELDS: &[&str] = &["kind", "index", "recorded"];
 
 /// `ok [field=…]…` or `fault[=NAME] [field=…]…`.
 fn irq_expect(line: usize, toks: &[String]) -> Result<IrqExpect, ParseError> {
@@ -796,10 +807,12 @@ mod tests {
              irq route-set id=4 dev=0x100 addr=0xfee00010 data=1\n\
              expect-irq-invalidation indices first=4 count=2\n\
              expect-no-irq-invalidation\n\
-             expect-route-updates {\n 4 changed ok vector=0x41\n 5\n}\n",
+             expect-route-updates {\n 4 changed ok vector=0x41\n 5\n}\n\
+             irq remap dev=0xa0 addr=0xfee00000 data=4 expect fault=io-page-fault kind=index-out-of-range\n\
+             expect-irq-route id=4 ok dest=3 index=none\n",
         )
         .unwrap();
-        assert_eq!(s.len(), 5);
+        assert_eq!(s.len(), 7);
         match &s[0].op {
             Op::Irq {
                 call: IrqCall::Request,
@@ -826,6 +839,32 @@ mod tests {
                 assert_eq!(list[0].changed, Some(true));
                 assert!(matches!(list[0].expect, Some(IrqExpect::Ok(_))));
                 assert_eq!((list[1].changed, &list[1].expect), (None, &None));
+            }
+            o => panic!("{o:?}"),
+        }
+        match &s[5].op {
+            Op::Irq {
+                call: IrqCall::Remap,
+                dev: DevRef::Expr(Expr(d)),
+                expect: Some(IrqExpect::Fault { name, fields }),
+                ..
+            } => {
+                assert_eq!(d, "0xa0");
+                assert_eq!(name.as_deref(), Some("io-page-fault"));
+                assert_eq!(
+                    fields,
+                    &[("kind".to_string(), "index-out-of-range".to_string())]
+                );
+            }
+            o => panic!("{o:?}"),
+        }
+        match &s[6].op {
+            Op::ExpectIrqRoute {
+                id: Expr(id),
+                expect: IrqExpect::Ok(fields),
+            } => {
+                assert_eq!(id, "4");
+                assert_eq!(fields.len(), 2);
             }
             o => panic!("{o:?}"),
         }
@@ -870,6 +909,34 @@ mod tests {
                 .contains("unknown field")
         );
         assert!(parse("expect-irq-invalidation indices first=1\n").is_err());
+        assert!(
+            parse("irq remap dev=1 addr=0 data=0\n")
+                .unwrap_err()
+                .msg
+                .contains("needs expect OUTCOME")
+        );
+        assert!(
+            parse("irq deliver dev=1 addr=0 data=0 expect ok\n")
+                .unwrap_err()
+                .msg
+                .contains("'irq' takes request, remap, route or route-set")
+        );
+        assert!(
+            parse("irq request dev=1 addr=0 data=0 expect ok kind=reserved\n")
+                .unwrap_err()
+                .msg
+                .contains("unknown field 'kind'")
+        );
+        for bad in [
+            "expect-irq-route ok\n",
+            "expect-irq-route id=4\n",
+            "expect-irq-route 4 ok\n",
+        ] {
+            assert!(
+                parse(bad).unwrap_err().msg.contains("takes id=N OUTCOME"),
+                "{bad:?}"
+            );
+        }
         assert!(parse("rpcit fh=1\n").unwrap_err().msg.contains("expect"));
         assert!(
             parse("host dev=1 junk\n")

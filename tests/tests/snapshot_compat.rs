@@ -92,11 +92,15 @@ fn amd_vi_v1_keeps_restoring() {
         blank: false,
     })
     .unwrap();
-    let iommu = AmdVi::new(
-        w.iommu.config().clone(),
-        w.mem.clone(),
-        Arc::new(RecordingMsiSink::new()),
-    );
+    // The v1 stream was saved before interrupt remapping was modelled, when EFR did not
+    // advertise GASup and XTSup: a unit restoring it must advertise the same EFR (restore
+    // refuses another configuration).
+    let config = viommu_amd_vi::Config {
+        ga: false,
+        x2apic: false,
+        ..w.iommu.config().clone()
+    };
+    let iommu = AmdVi::new(config, w.mem.clone(), Arc::new(RecordingMsiSink::new()));
     iommu.restore_bytes(&bytes).unwrap();
     let host = SharedSimHost::new(SimHostConfig::amd_vi());
     iommu
@@ -131,7 +135,21 @@ fn amd_vi_v1_keeps_restoring() {
             .collect()
     });
     assert_eq!(maps, vec![(0, DATA, 0x1_0000)]);
-    assert_eq!(iommu.save_bytes(), bytes);
+    // Saved back: the v1 stream's registers with their values, plus the x2APIC interrupt
+    // registers (0x170, 0x178, 0x180) added with interrupt remapping, at their reset value.
+    let v1 = viommu_amd_vi::AmdViSnapshot::from_bytes(&bytes).unwrap();
+    let now = iommu.save();
+    let added: Vec<_> = now
+        .registers
+        .iter()
+        .filter(|r| !v1.registers.iter().any(|o| o.offset == r.offset))
+        .map(|r| (r.offset, r.value))
+        .collect();
+    assert_eq!(added, [(0x170, 0), (0x178, 0), (0x180, 0)]);
+    for r in &v1.registers {
+        assert!(now.registers.contains(r), "{r:?}");
+    }
+    assert_eq!(now.command_halted, v1.command_halted);
 }
 
 #[test]

@@ -17,6 +17,7 @@ use super::model::{Input, MAX_OPS, Op, SEM, World};
 use crate::{AmdVi, AmdViError};
 use std::sync::Arc;
 use viommu_shared::host::{SharedSimHost, SimHostConfig};
+use viommu_shared::irq::RouteTable;
 use viommu_shared::regs::RecordingMsiSink;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
@@ -52,12 +53,9 @@ impl World {
         bytes: &[u8],
         attach_after: bool,
         limit: Option<u32>,
+        msi: Arc<RecordingMsiSink>,
     ) -> Result<(AmdVi, Vec<SharedSimHost>, bool), String> {
-        let iommu = AmdVi::new(
-            self.iommu.config().clone(),
-            self.mem.clone(),
-            Arc::new(RecordingMsiSink::new()),
-        );
+        let iommu = AmdVi::new(self.iommu.config().clone(), self.mem.clone(), msi);
         let hosts: Vec<SharedSimHost> = self
             .hosts
             .iter()
@@ -92,12 +90,17 @@ impl World {
     /// host mappings. Returns whether the destination ran out of host entries.
     pub fn migrate(&mut self, m: Migration) -> Result<bool, String> {
         let bytes = self.iommu.save_bytes();
-        let (iommu, hosts, oor) = self.restored(&bytes, m.attach_after, m.limit)?;
+        let (iommu, hosts, oor) =
+            self.restored(&bytes, m.attach_after, m.limit, self.msi.clone())?;
         if iommu.save() != self.iommu.save() {
             return Err("the restored IOMMU's state differs from the saved one".into());
         }
-        let (witness, _witness_hosts, witness_oor) =
-            self.restored(&bytes, !m.attach_after, m.limit)?;
+        let (witness, _witness_hosts, witness_oor) = self.restored(
+            &bytes,
+            !m.attach_after,
+            m.limit,
+            Arc::new(RecordingMsiSink::new()),
+        )?;
         if !oor && !witness_oor {
             for h in &self.hosts {
                 let (a, b) = (
@@ -113,6 +116,13 @@ impl World {
             }
         }
         self.iommu = iommu;
+        // The destination's interrupt output is the World's; its routes are the VMM's, set
+        // again on the destination (derived state is never migrated).
+        let routes = RouteTable::new(Arc::new(self.iommu.clone()), None);
+        for (id, source, msi) in self.routes.routes() {
+            let _ = routes.set(id, source, msi);
+        }
+        self.routes = routes;
         for (h, sim) in self.hosts.iter_mut().zip(hosts) {
             h.host = sim;
             if let Some(l) = m.limit {

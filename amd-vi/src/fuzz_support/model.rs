@@ -2,7 +2,9 @@
 //! command-buffer contents (well-formed and raw), device-table entries, page-table entries,
 //! Linux-like map/unmap/flush sequences, emulated DMA, aliases, resets — with two
 //! passthrough devices shadowed into [`SharedSimHost`]s (one type1 of any flavour and entry
-//! limit, one iommufd), over 3- to 6-level tables.
+//! limit, one iommufd), over 3- to 6-level tables — and interrupt remapping: DTE interrupt
+//! fields, IRTEs of either format, MSI requests and route resolutions, interrupt-table
+//! invalidations.
 //!
 //! Oracles, after every step ([`World::check`]): the EFR reads as configured; head and tail
 //! pointers stay inside their fields; each host holds exactly its device's shadow record
@@ -12,7 +14,12 @@
 //! translation the guest's tables give right now, with no more permission (the invalidation
 //! is a barrier). Emulated DMA answers are well formed and allow the access. Only host
 //! out-of-resources may fail a call. Detaching removes every host mapping and returns every
-//! host entry.
+//! host entry. Interrupt remapping: a route resolution ([`RemapMode::Route`]) records and
+//! sends nothing and gives the same answer as the request that follows; a request's fault is
+//! `recorded` only if an event was raised, a delivered interrupt reaches the sink as exactly
+//! its resolution; after a completed INVALIDATE_INTERRUPT_TABLE every route of the devices
+//! using that entry, re-resolved by a [`RouteTable`] from the notifications, equals a fresh
+//! resolution (the notification is a barrier).
 
 use crate::command::Command;
 use crate::dte::Dte;
@@ -25,8 +32,10 @@ use std::sync::Arc;
 use viommu_shared::dma::{DmaRequest, DmaTranslate};
 use viommu_shared::fuzz_support::check_record_matches_host;
 use viommu_shared::host::{HostDma, HostFlavour, SharedSimHost, SimHostConfig};
+use viommu_shared::irq::{InterruptRemapper, IrFault, RemapMode, Resolution, RouteTable};
 use viommu_shared::pt::Leaf;
 use viommu_shared::pt::WalkLimits;
+use viommu_shared::regs::Msi;
 use viommu_shared::regs::RecordingMsiSink;
 use viommu_shared::shadow::{GuestView, IdentityView, Record, ShadowConfig};
 use viommu_shared::testing::guest_memory;
@@ -53,6 +62,8 @@ pub const LEAF_PT: u64 = TABLES + 0x8000;
 pub const DATA: u64 = 0x40_0000;
 /// Devices with entries.
 pub const DEVICES: u16 = 4;
+/// Interrupt remapping tables: 32 KiB (2048 128-bit entries) per device.
+pub const IRT: u64 = 0xd0_0000;
 /// The passthrough devices (the first one's host is type1, the second's iommufd).
 pub const PASSTHROUGH: [u16; 2] = [1, 2];
 
@@ -269,6 +280,66 @@ pub enum Op {
         /// Entry limit selector.
         limit: u8,
     },
+    /// A device-table entry's interrupt quadword: IV, IntTabLen `len % 16`, IntCtl
+    /// `ctl % 4`, pass bits `pass % 8` (INIT, ExtINT, NMI), IG, the device's table (or one
+    /// outside RAM when `far`); reserved bits from `noise` unless `clean`.
+    IrqDte {
+        /// Device (`% DEVICES`).
+        devid: u8,
+        /// IntTabLen.
+        len: u8,
+        /// IntCtl.
+        ctl: u8,
+        /// Pass bits.
+        pass: u8,
+        /// IG.
+        ignore: bool,
+        /// Table outside RAM.
+        far: bool,
+        /// Reserved-bit noise.
+        noise: u64,
+        /// No noise.
+        clean: bool,
+    },
+    /// An IRTE of device `devid % DEVICES` at index `index % 2048`, written both as a
+    /// 32-bit entry (`lo`'s low half) and as a 128-bit one (`lo`, `hi`); `plausible` sets
+    /// RemapEn and clears reserved bits, guest mode and reserved delivery modes.
+    Irte {
+        /// Device selector.
+        devid: u8,
+        /// Index.
+        index: u16,
+        /// Low quadword.
+        lo: u64,
+        /// High quadword.
+        hi: u64,
+        /// A well-formed entry.
+        plausible: bool,
+    },
+    /// An MSI from requester `source % 8` (or any requester): resolved as a route first,
+    /// then delivered as a request unless `route_only`.
+    Msi {
+        /// Requester selector.
+        source: u8,
+        /// Any 16-bit requester instead.
+        any_source: bool,
+        /// Address bits 19:0 inside the interrupt window, or the whole address outside it.
+        address: u32,
+        /// Outside the interrupt window.
+        outside: bool,
+        /// Data.
+        data: u32,
+        /// Resolve only.
+        route_only: bool,
+    },
+    /// INVALIDATE_INTERRUPT_TABLE of device `devid % 8` (or INVALIDATE_DEVTAB_ENTRY), then
+    /// COMPLETION_WAIT storing to [`SEM`].
+    IrqInvalidate {
+        /// Device selector.
+        devid: u8,
+        /// INVALIDATE_DEVTAB_ENTRY instead.
+        dte: bool,
+    },
 }
 
 const KNOWN_REGS: &[u64] = &[
@@ -405,6 +476,10 @@ fn expect_ok_or_oor(r: Result<(), AmdViError>, what: &str) -> Result<(), String>
 pub struct World {
     /// The IOMMU.
     pub iommu: AmdVi,
+    /// Where its interrupts (own and delivered) go.
+    pub msi: Arc<RecordingMsiSink>,
+    /// The VMM's routes: route `d` is index 0 of requester `d` for `d < 8`.
+    pub routes: Arc<RouteTable>,
     /// Guest memory.
     pub mem: GuestMemoryMmap,
     /// The hosts of [`PASSTHROUGH`].
@@ -428,7 +503,9 @@ impl World {
             event_history: 8,
             ..Config::default()
         };
-        let iommu = AmdVi::new(config, mem.clone(), Arc::new(RecordingMsiSink::new()));
+        let msi = Arc::new(RecordingMsiSink::new());
+        let iommu = AmdVi::new(config, mem.clone(), msi.clone());
+        let routes = RouteTable::new(Arc::new(iommu.clone()), None);
         let hosts = vec![
             Host::new(
                 PASSTHROUGH[0],
@@ -445,6 +522,8 @@ impl World {
         }
         let mut w = World {
             iommu,
+            msi,
+            routes,
             mem,
             hosts,
             identity: IdentityView::new(&[AddrRange::new(0, RAM)]),
@@ -452,6 +531,9 @@ impl World {
         };
         if !setup.blank {
             w.boot(3 + setup.levels % 4)?;
+        }
+        for d in 0..8u32 {
+            let _ = w.routes.set(d, d as u16, msi_of(0xfee0_0000, 0));
         }
         Ok(w)
     }
@@ -587,6 +669,71 @@ impl World {
                 )?;
             }
             Op::Reset => expect_ok_or_oor(self.iommu.reset(), "reset")?,
+            Op::IrqDte {
+                devid,
+                len,
+                ctl,
+                pass,
+                ignore,
+                far,
+                noise,
+                clean,
+            } => {
+                let dev = u64::from(u16::from(devid) % DEVICES);
+                let root = if far { 0x4000_0000 } else { IRT + dev * 0x8000 };
+                let mut q2 = 1
+                    | (u64::from(len % 16) << 1)
+                    | (u64::from(ignore) << 5)
+                    | root
+                    | (u64::from(pass % 8) << 56)
+                    | (u64::from(ctl % 4) << 60);
+                if !clean {
+                    q2 ^= noise & crate::dte::DTE_RESERVED2;
+                }
+                self.write(DEV_TAB + dev * 32 + 16, &[q2]);
+            }
+            Op::Irte {
+                devid,
+                index,
+                lo,
+                hi,
+                plausible,
+            } => {
+                let table = IRT + u64::from(u16::from(devid) % DEVICES) * 0x8000;
+                let index = u64::from(index % 2048);
+                let (mut lo, mut hi) = (lo, hi);
+                if plausible {
+                    // RemapEn; SupIOPF, RqEoi, DM kept; fixed or arbitrated; no guest mode;
+                    // no reserved bits in either format (so destination 23:16 is 0).
+                    lo = (lo & 0xffff_ffff_00ff_ff67) | 1;
+                    hi &= !((0xf << 8) | (0xf << 52));
+                }
+                let _ = self
+                    .mem
+                    .write_obj((lo as u32).to_le(), GuestAddress(table + index * 4));
+                self.write(table + index * 16, &[lo, hi]);
+            }
+            Op::Msi {
+                source,
+                any_source,
+                address,
+                outside,
+                data,
+                route_only,
+            } => {
+                let source = if any_source {
+                    (u16::from(source) << 8) | (address as u16 >> 8)
+                } else {
+                    u16::from(source % 8)
+                };
+                let address = if outside {
+                    u64::from(address)
+                } else {
+                    0xfee0_0000 | u64::from(address & 0xf_ffff)
+                };
+                self.msi_request(source, msi_of(address, data), route_only)?;
+            }
+            Op::IrqInvalidate { devid, dte } => self.irq_invalidate(u16::from(devid % 8), dte)?,
             Op::Reattach {
                 second,
                 flavour: f,
@@ -694,6 +841,103 @@ impl World {
         })
     }
 
+    /// Events raised so far (logged, dropped or suppressed).
+    fn events(&self) -> u64 {
+        let s = self.iommu.stats();
+        s.events_logged + s.events_dropped
+    }
+
+    fn msi_request(&self, source: u16, msi: Msi, route_only: bool) -> Result<(), String> {
+        self.msi.take();
+        let events = self.events();
+        let route = self.iommu.remap(source, msi, RemapMode::Route);
+        if self.events() != events || !self.msi.is_empty() {
+            return Err(format!(
+                "route resolution of {msi:?} from {source:#x} recorded"
+            ));
+        }
+        if let Err(f) = route
+            && f.recorded
+        {
+            return Err(format!("route fault {f:?} claims to be recorded"));
+        }
+        if let Ok(r) = route
+            && let Some(i) = r.index
+            && i != msi.data & 0x7ff
+        {
+            return Err(format!("resolution {r:?} of {msi:?} used another index"));
+        }
+        if route_only {
+            return Ok(());
+        }
+        let request = self.iommu.deliver_msi(source, msi);
+        let raised = self.events() - events;
+        let sent = self.msi.take();
+        let same = |a: &Result<Resolution, IrFault>, b: &Result<Resolution, IrFault>| match (a, b) {
+            (Ok(x), Ok(y)) => x == y,
+            (Err(x), Err(y)) => (x.kind, x.code, x.index) == (y.kind, y.code, y.index),
+            _ => false,
+        };
+        if !same(&route, &request) {
+            return Err(format!(
+                "{msi:?} from {source:#x}: route {route:?} but request {request:?}"
+            ));
+        }
+        match request {
+            Ok(r) => {
+                if raised != 0 || sent != [r.interrupt.to_msi()] {
+                    return Err(format!("delivered {r:?} sent {sent:?}, {raised} events"));
+                }
+            }
+            Err(f) => {
+                let want = u64::from(f.code != 0);
+                if raised != want || (f.recorded && f.code == 0) || sent.len() > 1 {
+                    return Err(format!("fault {f:?} raised {raised} events, sent {sent:?}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn irq_invalidate(&mut self, devid: u16, dte: bool) -> Result<(), String> {
+        let cmd = if dte {
+            Command::InvalidateDevtabEntry { device_id: devid }
+        } else {
+            Command::InvalidateInterruptTable { device_id: devid }
+        };
+        self.seq += 1;
+        let wait = Command::CompletionWait {
+            store: true,
+            interrupt: false,
+            fence: false,
+            address: SEM,
+            data: self.seq,
+        };
+        self.queue(&[cmd.encode(), wait.encode()])?;
+        let done: u64 = self.mem.read_obj(GuestAddress(SEM)).unwrap_or(0);
+        // The routes of everything in the updates are current; those of the requesters
+        // using this entry must be among them (or already current).
+        self.routes.take_updates();
+        if u64::from_le(done) != self.seq {
+            return Ok(());
+        }
+        for r in 0..8u16 {
+            if self.iommu.alias_of(r) != devid {
+                continue;
+            }
+            let have = self.routes.get(u32::from(r));
+            let now = self
+                .iommu
+                .remap(r, msi_of(0xfee0_0000, 0), RemapMode::Route);
+            if have != Some(now) {
+                return Err(format!(
+                    "after invalidating {devid:#x}, route of {r:#x} is {have:?}, now {now:?}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn dma(&self, devid: u16, iova: u64, write: bool) -> Result<(), String> {
         let perm = if write { Perm::WRITE } else { Perm::READ };
         let req = DmaRequest {
@@ -779,6 +1023,10 @@ fn sized_page_covers(view: &dyn GuestView, p: u64, gives: &dyn Fn(&Leaf) -> bool
     })
 }
 
+fn msi_of(address: u64, data: u32) -> Msi {
+    Msi { address, data }
+}
+
 /// Runs `input` from setup to detach; the first oracle failure is returned.
 pub fn run(input: &Input) -> Result<(), String> {
     let mut w = World::new(input.setup)?;
@@ -804,7 +1052,7 @@ pub fn encode(input: &Input) -> Vec<u8> {
     let mut e = super::Encoder::new();
     let s = &input.setup;
     e.u8(s.levels).u8(s.flavour).u8(s.limit).bool(s.blank);
-    const N: u32 = 12;
+    const N: u32 = 16;
     for op in &input.ops {
         match *op {
             Op::Mmio { offset, len, value } => {
@@ -900,6 +1148,59 @@ pub fn encode(input: &Input) -> Vec<u8> {
                 limit,
             } => {
                 e.variant(11, N).bool(second).u8(flavour).u8(limit);
+            }
+            Op::IrqDte {
+                devid,
+                len,
+                ctl,
+                pass,
+                ignore,
+                far,
+                noise,
+                clean,
+            } => {
+                e.variant(12, N)
+                    .u8(devid)
+                    .u8(len)
+                    .u8(ctl)
+                    .u8(pass)
+                    .bool(ignore)
+                    .bool(far)
+                    .u64(noise)
+                    .bool(clean);
+            }
+            Op::Irte {
+                devid,
+                index,
+                lo,
+                hi,
+                plausible,
+            } => {
+                e.variant(13, N)
+                    .u8(devid)
+                    .u16(index)
+                    .u64(lo)
+                    .u64(hi)
+                    .bool(plausible);
+            }
+            Op::Msi {
+                source,
+                any_source,
+                address,
+                outside,
+                data,
+                route_only,
+            } => {
+                e.variant(14, N)
+                    .u8(source)
+                    .bool(any_source)
+                    .u32(address)
+                    .bool(outside)
+                    .u32(data)
+                    .bool(route_only);
+            }
+            Op::IrqInvalidate { devid, dte } => {
+                e.variant(15, N).u8(devid).bool(dte);
             }
         }
     }

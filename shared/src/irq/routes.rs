@@ -137,6 +137,17 @@ impl RouteTable {
         self.lock().routes.get(&id).map(|r| r.result)
     }
 
+    /// Every route as set: (id, source, MSI), in route order. A VMM moving its routes to
+    /// another table (e.g. onto the model restored on a migration destination) sets these
+    /// there.
+    pub fn routes(&self) -> Vec<(RouteId, u16, Msi)> {
+        self.lock()
+            .routes
+            .iter()
+            .map(|(&id, r)| (id, r.source, r.msi))
+            .collect()
+    }
+
     /// Number of routes.
     pub fn len(&self) -> usize {
         self.lock().routes.len()
@@ -313,6 +324,10 @@ mod tests {
         assert_eq!(table.get(3).unwrap().unwrap().interrupt.vector, 0x56);
         assert!(table.remove(3) && !table.remove(3));
         assert_eq!(table.len(), 3);
+        assert_eq!(
+            table.routes(),
+            [(0, 7, msi(0)), (1, 7, msi(1)), (2, 7, msi(2))]
+        );
     }
 
     #[test]

@@ -32,7 +32,10 @@ pub fn save_registers(regs: &RegisterFile) -> Vec<SavedRegister> {
 }
 
 /// Loads `saved` into `regs` (raw values, no write semantics). `regs` is unchanged unless
-/// every register of its table appears exactly once with a value the register can hold:
+/// every register in `saved` belongs to its table, appears at most once and holds a value
+/// the register can hold; a register of the table absent from `saved` — one added to the
+/// model after the version that saved the stream — takes its reset value, the state a unit
+/// that never had it is in. A value the register can hold has
 /// only bits software can write (RW, W1C, write-only), bits of its reset value, and the
 /// read-only bits the model itself maintains, `model_bits` (offset, bits) — status bits,
 /// hardware-advanced pointers, capability values. A guest can never make any other bit
@@ -43,7 +46,7 @@ pub fn restore_registers(
     model_bits: &[(u64, u64)],
 ) -> Result<(), SnapshotError> {
     const FIELD: &str = "registers";
-    if saved.len() != regs.len() {
+    if saved.len() > regs.len() {
         return Err(SnapshotError::mismatch(FIELD));
     }
     let mut next = regs.clone();
@@ -66,6 +69,10 @@ pub fn restore_registers(
         }
         seen[index] = true;
         next.set(index, r.value);
+    }
+    for (index, _) in seen.iter().enumerate().filter(|(_, s)| !**s) {
+        let reset = regs.spec(index).map_or(0, |spec| spec.reset);
+        next.set(index, reset);
     }
     *regs = next;
     Ok(())
@@ -100,8 +107,19 @@ mod tests {
 
         let fresh = RegisterFile::new(REGS).unwrap();
         let reg = |offset, value| SavedRegister { offset, value };
+        // A register the saving version did not have takes its reset value.
+        let mut older = RegisterFile::new(REGS).unwrap();
+        older.set_at(0x8, 7);
+        restore_registers(&mut older, &[reg(0, 3), reg(0x10, 1)], MODEL).unwrap();
+        assert_eq!(
+            (older.get_at(0), older.get_at(8), older.get_at(0x10)),
+            (Some(3), Some(0), Some(1))
+        );
         for (bad, want) in [
-            (vec![reg(0, 1)], SnapshotError::mismatch("registers")),
+            (
+                vec![reg(0, 1), reg(8, 2), reg(0x10, 0), reg(0x18, 0)],
+                SnapshotError::mismatch("registers"),
+            ),
             (
                 vec![reg(0, 1), reg(0, 2), reg(0x10, 0)],
                 SnapshotError::invalid("registers"),
