@@ -13,24 +13,16 @@
 //! stores, …) too. Then both runs issue INVALIDATE_IOMMU_ALL and a completion wait; when it
 //! completes on both without host exhaustion, the host mappings must be identical.
 
-use super::model::{Input, MAX_OPS, Op, SEM, World};
+use super::model::{Input, MAX_OPS, Op, SEM, Setup, World};
 use crate::{AmdVi, AmdViError};
 use std::sync::Arc;
+use viommu_shared::fuzz_support::migration::{self, MigrationWorld};
 use viommu_shared::host::{SharedSimHost, SimHostConfig};
 use viommu_shared::irq::RouteTable;
 use viommu_shared::regs::RecordingMsiSink;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-/// How the migrated run moves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Migration {
-    /// Steps run before the snapshot.
-    pub split: usize,
-    /// Attach the destination's hosts after the restore instead of before.
-    pub attach_after: bool,
-    /// The destination hosts' entry limit (`None`: the source's).
-    pub limit: Option<u32>,
-}
+pub use viommu_shared::fuzz_support::migration::Migration;
 
 /// What a restore and its attaches returned: out of resources is acceptable (and noted).
 fn accept(r: Result<(), AmdViError>, oor: &mut bool) -> Result<(), String> {
@@ -150,78 +142,68 @@ impl World {
     }
 }
 
-fn memory(w: &World) -> Vec<u8> {
-    let mut out = Vec::new();
-    for r in w.mem.iter() {
-        let mut buf = vec![0u8; r.len() as usize];
-        let _ = w.mem.read_slice(&mut buf, r.start_addr());
-        out.extend_from_slice(&buf);
+impl MigrationWorld for World {
+    type Setup = Setup;
+    type Op = Op;
+    type State = crate::AmdViSnapshot;
+    type Mappings = Vec<Option<Vec<viommu_shared::shadow::ShadowMapping>>>;
+
+    fn create(setup: Setup) -> Result<World, String> {
+        World::new(setup)
     }
-    out
+
+    fn run_step(&mut self, op: &Op) -> Result<(), String> {
+        self.step(op)
+    }
+
+    fn skipped(op: &Op) -> bool {
+        matches!(op, Op::Alias { .. })
+    }
+
+    fn drop_caches(&self) {
+        self.iommu.iotlb().invalidate_all();
+    }
+
+    fn migrate(&mut self, m: Migration) -> Result<bool, String> {
+        World::migrate(self, m)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        World::check(self)
+    }
+
+    fn state(&self) -> Self::State {
+        self.iommu.save()
+    }
+
+    fn memory(&self) -> &GuestMemoryMmap {
+        &self.mem
+    }
+
+    fn final_flush(&mut self) -> Result<(bool, bool), String> {
+        World::final_flush(self)
+    }
+
+    fn host_mappings(&self) -> Self::Mappings {
+        self.hosts
+            .iter()
+            .map(|h| self.iommu.host_mappings(h.device))
+            .collect()
+    }
+
+    fn detach_all(&mut self) -> Result<(), String> {
+        for i in 0..self.hosts.len() {
+            World::detach(self, i)?;
+        }
+        Ok(())
+    }
 }
 
-/// Runs `input` with and without a migration at `m.split`; the first difference is returned.
-/// IVRS aliases are the VMM's topology, not migrated state: [`Op::Alias`] steps are skipped
+/// Runs `input` with and without a migration at `m.split`
+/// ([`viommu_shared::fuzz_support::migration::run_migrated`]); the first difference is
+/// returned. IVRS aliases are the VMM's topology, not migrated state: [`Op::Alias`] steps are skipped
 /// in both runs.
 pub fn run_migrated(input: &Input, m: Migration) -> Result<(), String> {
-    let ops: Vec<&Op> = input
-        .ops
-        .iter()
-        .take(MAX_OPS)
-        .filter(|op| !matches!(op, Op::Alias { .. }))
-        .collect();
-    let mut reference = World::new(input.setup)?;
-    let mut migrated = World::new(input.setup)?;
-    let split = m.split.min(ops.len());
-    for (i, op) in ops[..split].iter().enumerate() {
-        reference.step(op).map_err(|e| format!("step {i}: {e}"))?;
-        migrated.step(op).map_err(|e| format!("step {i}: {e}"))?;
-    }
-    reference.iommu.iotlb().invalidate_all();
-    let restore_oor = migrated.migrate(m)?;
-    migrated
-        .check()
-        .map_err(|e| format!("after restore: {e}"))?;
-    for (i, op) in ops.iter().enumerate().skip(split) {
-        reference
-            .step(op)
-            .map_err(|e| format!("reference step {i}: {e}"))?;
-        migrated
-            .step(op)
-            .map_err(|e| format!("migrated step {i}: {e}"))?;
-        if reference.iommu.save() != migrated.iommu.save() {
-            return Err(format!(
-                "state differs after step {i} {op:?}:\n{:?}\n{:?}",
-                reference.iommu.save(),
-                migrated.iommu.save()
-            ));
-        }
-    }
-    if memory(&reference) != memory(&migrated) {
-        return Err("guest memory differs".into());
-    }
-    let (done_r, fit_r) = reference.final_flush()?;
-    let (done_m, fit_m) = migrated.final_flush()?;
-    if done_r != done_m {
-        return Err("the final flush completed on one side only".into());
-    }
-    if done_r && fit_r && fit_m && m.limit.is_none() && !restore_oor {
-        for h in &reference.hosts {
-            let (a, b) = (
-                reference.iommu.host_mappings(h.device),
-                migrated.iommu.host_mappings(h.device),
-            );
-            if a != b {
-                return Err(format!(
-                    "device {}: host mappings differ after the final flush:\n{a:x?}\n{b:x?}",
-                    h.device
-                ));
-            }
-        }
-    }
-    for i in 0..reference.hosts.len() {
-        migrated.detach(i)?;
-        reference.detach(i)?;
-    }
-    Ok(())
+    let n = input.ops.len().min(MAX_OPS);
+    migration::run_migrated::<World>(input.setup, &input.ops[..n], m)
 }

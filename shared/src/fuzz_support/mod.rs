@@ -6,6 +6,7 @@
 //! fails, which is what a fuzzer reports.
 
 pub mod encode;
+pub mod migration;
 pub mod oracle;
 pub mod replay;
 pub mod shadow;

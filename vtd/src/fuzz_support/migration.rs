@@ -16,23 +16,15 @@
 //! IOTLB flush; when it completes on both without host exhaustion, the host mappings must
 //! be identical.
 
-use super::model::{DEV, Desc, Input, MAX_OPS, Op, QUEUE, World};
+use super::model::{DEV, Desc, Input, MAX_OPS, Op, QUEUE, Setup, World};
 use crate::{Vtd, VtdError};
 use std::sync::Arc;
+use viommu_shared::fuzz_support::migration::{self, MigrationWorld};
 use viommu_shared::host::{SharedSimHost, SimHostConfig};
 use viommu_shared::regs::RecordingMsiSink;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-/// How the migrated run moves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Migration {
-    /// Steps run before the snapshot.
-    pub split: usize,
-    /// Attach the destination's host after the restore instead of before.
-    pub attach_after: bool,
-    /// The destination host's entry limit (`None`: the source's).
-    pub limit: Option<u32>,
-}
+pub use viommu_shared::fuzz_support::migration::Migration;
 
 impl World {
     /// Moves this world to a fresh unit and a fresh host over the same guest memory, through
@@ -150,73 +142,62 @@ impl World {
     }
 }
 
-fn memory(w: &World) -> Vec<u8> {
-    let mut out = Vec::new();
-    for r in w.mem.iter() {
-        let mut buf = vec![0u8; r.len() as usize];
-        let _ = w.mem.read_slice(&mut buf, r.start_addr());
-        out.extend_from_slice(&buf);
+impl MigrationWorld for World {
+    type Setup = Setup;
+    type Op = Op;
+    type State = crate::VtdSnapshot;
+    type Mappings = Option<Vec<viommu_shared::shadow::ShadowMapping>>;
+
+    fn create(setup: Setup) -> Result<World, String> {
+        World::new(setup)
     }
-    out
+
+    fn run_step(&mut self, op: &Op) -> Result<(), String> {
+        self.step(op)
+    }
+
+    fn skipped(op: &Op) -> bool {
+        matches!(op, Op::Alias { .. })
+    }
+
+    fn drop_caches(&self) {
+        self.vtd.iotlb().invalidate_all();
+    }
+
+    fn migrate(&mut self, m: Migration) -> Result<bool, String> {
+        World::migrate(self, m).map(|e| e.is_some())
+    }
+
+    fn check(&self) -> Result<(), String> {
+        World::check(self)
+    }
+
+    fn state(&self) -> Self::State {
+        self.vtd.save()
+    }
+
+    fn memory(&self) -> &GuestMemoryMmap {
+        &self.mem
+    }
+
+    fn final_flush(&mut self) -> Result<(bool, bool), String> {
+        World::final_flush(self)
+    }
+
+    fn host_mappings(&self) -> Self::Mappings {
+        self.vtd.host_mappings(u32::from(DEV))
+    }
+
+    fn detach_all(&mut self) -> Result<(), String> {
+        World::detach(self)
+    }
 }
 
-/// Runs `input` with and without a migration at `m.split`; the first difference is returned.
-/// IVRS-like aliases are the VMM's topology, not migrated state: [`Op::Alias`] steps are
+/// Runs `input` with and without a migration at `m.split`
+/// ([`viommu_shared::fuzz_support::migration::run_migrated`]); the first difference is
+/// returned. IVRS-like aliases are the VMM's topology, not migrated state: [`Op::Alias`] steps are
 /// skipped in both runs.
 pub fn run_migrated(input: &Input, m: Migration) -> Result<(), String> {
-    let ops: Vec<&Op> = input
-        .ops
-        .iter()
-        .take(MAX_OPS)
-        .filter(|op| !matches!(op, Op::Alias { .. }))
-        .collect();
-    let mut reference = World::new(input.setup)?;
-    let mut migrated = World::new(input.setup)?;
-    let split = m.split.min(ops.len());
-    for (i, op) in ops[..split].iter().enumerate() {
-        reference.step(op).map_err(|e| format!("step {i}: {e}"))?;
-        migrated.step(op).map_err(|e| format!("step {i}: {e}"))?;
-    }
-    reference.vtd.iotlb().invalidate_all();
-    let restore_error = migrated.migrate(m)?;
-    migrated
-        .check()
-        .map_err(|e| format!("after restore: {e}"))?;
-    for (i, op) in ops.iter().enumerate().skip(split) {
-        reference
-            .step(op)
-            .map_err(|e| format!("reference step {i}: {e}"))?;
-        migrated
-            .step(op)
-            .map_err(|e| format!("migrated step {i}: {e}"))?;
-        if reference.vtd.save() != migrated.vtd.save() {
-            return Err(format!(
-                "state differs after step {i} {op:?}:\n{:?}\n{:?}",
-                reference.vtd.save(),
-                migrated.vtd.save()
-            ));
-        }
-    }
-    if memory(&reference) != memory(&migrated) {
-        return Err("guest memory differs".into());
-    }
-    let (done_r, fit_r) = reference.final_flush()?;
-    let (done_m, fit_m) = migrated.final_flush()?;
-    if done_r != done_m {
-        return Err("the final flush completed on one side only".into());
-    }
-    let same_limit = m.limit.is_none();
-    if done_r && fit_r && fit_m && same_limit && restore_error.is_none() {
-        let (a, b) = (
-            reference.vtd.host_mappings(u32::from(DEV)),
-            migrated.vtd.host_mappings(u32::from(DEV)),
-        );
-        if a != b {
-            return Err(format!(
-                "host mappings differ after the final flush:\n{a:x?}\n{b:x?}"
-            ));
-        }
-    }
-    migrated.detach()?;
-    reference.detach()
+    let n = input.ops.len().min(MAX_OPS);
+    migration::run_migrated::<World>(input.setup, &input.ops[..n], m)
 }
