@@ -9,7 +9,7 @@
 #        host entry limit).
 #
 # usage: run.sh [--iommu vtd|amd-vi|both] [--host mixed|sim|vfio] [--limit N] [--host-limit N]
-#               [--pages N] [--irq auto|split|kernel] [--work DIR] [--timeout SECONDS]
+#               [--pages N] [--irq both|split|kernel] [--work DIR] [--timeout SECONDS]
 #   --host        the VMM's host backend: sim (its simulated type1 host), vfio (a real type1
 #                 container in L1: L0 QEMU gets an intel-iommu and an edu device, which L1
 #                 binds to vfio-pci), or mixed (default: vfio for the VT-d cycle, sim for AMD-Vi)
@@ -21,8 +21,8 @@
 #   --irq         the VMM's irqchip: split (its own IO-APIC, every interrupt remapped by the
 #                 vIOMMU, L2 with intremap=on: checks L2's remapping lines, IR-PCI-MSI and
 #                 IR-IO-APIC in /proc/interrupts, the MSI, no allow_unsafe_interrupts and the
-#                 VMM's remapped counts), kernel (KVM's irqchip, L2 intremap=off), or auto
-#                 (default: split for VT-d, kernel for AMD-Vi)
+#                 VMM's remapped counts), kernel (KVM's irqchip, L2 intremap=off), or both
+#                 (default: one cycle of each per IOMMU, split first)
 #
 # QEMU, the kernel and busybox come from tests/real-kernel/setup.sh (same cache,
 # /var/tmp/viommu-real-kernel or VIOMMU_RK_WORK). The VMM is built static
@@ -41,7 +41,7 @@ HOST_LIMIT=300
 PAGES=550
 TIMEOUT=420
 HOSTMODE=mixed
-IRQMODE=auto
+IRQS=(split kernel)
 
 die() {
 	echo "nested: FAIL: $*" >&2
@@ -67,8 +67,9 @@ while [ $# -gt 0 ]; do
 		;;
 	--irq)
 		case "${2:-}" in
-		auto | split | kernel) IRQMODE=$2 ;;
-		*) die "--irq takes auto, split or kernel" ;;
+		split | kernel) IRQS=("$2") ;;
+		both) IRQS=(split kernel) ;;
+		*) die "--irq takes both, split or kernel" ;;
 		esac
 		shift 2
 		;;
@@ -210,13 +211,17 @@ stamp() {
 report_value() { # key
 	sed -n "s/.* $1=\([0-9]*\).*/\1/p" <<<"$report" | head -1
 }
+CYCLES=()
 for iommu in "${IOMMUS[@]}"; do
-	log=$WORK/logs/nested-$iommu.serial.log
-	qlog=$WORK/logs/nested-$iommu.qemu.log
+	for irq in "${IRQS[@]}"; do CYCLES+=("$iommu:$irq"); done
+done
+for c in "${CYCLES[@]}"; do
+	iommu=${c%%:*}
+	irq=${c#*:}
+	log=$WORK/logs/nested-$iommu-$irq.serial.log
+	qlog=$WORK/logs/nested-$iommu-$irq.qemu.log
 	host=$HOSTMODE
 	[ "$host" = mixed ] && { [ "$iommu" = vtd ] && host=vfio || host=sim; }
-	irq=$IRQMODE
-	[ "$irq" = auto ] && { [ "$iommu" = vtd ] && irq=split || irq=kernel; }
 	l0dev=(-machine q35)
 	l1app=""
 	if [ "$host" = vfio ]; then
@@ -294,18 +299,18 @@ for iommu in "${IOMMUS[@]}"; do
 	if [ ${#why[@]} -gt 0 ]; then
 		echo "---- last lines of $log ----" >&2
 		tail -30 "$log" >&2
-		for w in "${why[@]}"; do echo "nested: FAIL [$iommu]: $w" >&2; done
+		for w in "${why[@]}"; do echo "nested: FAIL [$iommu/$irq]: $w" >&2; done
 		FAILED=$((FAILED + ${#why[@]}))
 		status=1
 	fi
-	stage_done "nested cycle $iommu/$host (rc=$rc, cycle $cycle s)"
+	stage_done "nested cycle $iommu/$host/$irq (rc=$rc, cycle $cycle s)"
 done
 
 total=$(secs $(($(now_ms) - T_START)))
 if [ "$status" = 0 ]; then
-	echo "nested: PASS (${IOMMUS[*]}) in $total s, kernel $KVER, logs in $WORK/logs"
+	echo "nested: PASS (${CYCLES[*]}) in $total s, kernel $KVER, logs in $WORK/logs"
 else
-	echo "nested: FAIL (${IOMMUS[*]}) after $total s, logs in $WORK/logs" >&2
+	echo "nested: FAIL (${CYCLES[*]}) after $total s, logs in $WORK/logs" >&2
 fi
 echo "nested: $PASSED passed, $FAILED failed"
 exit "$status"

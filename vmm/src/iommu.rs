@@ -189,19 +189,30 @@ impl Iommu {
                     source_id: VTD_IOAPIC_SOURCE_ID,
                 }),
             },
-            Iommu::AmdVi(a) => IommuTable::Ivrs {
-                info: a.ivrs(AMDVI_CAP_OFFSET),
-                devices: devices.to_vec(),
-                special: if remap_ioapic && a.config().interrupt_remapping {
-                    a.config()
-                        .special_devices
-                        .iter()
-                        .map(|d| d.ivhd_entry())
-                        .collect()
+            Iommu::AmdVi(a) => {
+                let remap = remap_ioapic && a.config().interrupt_remapping;
+                let special = if remap {
+                    a.config().special_devices.as_slice()
                 } else {
-                    Vec::new()
-                },
-            },
+                    &[]
+                };
+                // The special devices' ids are selected too: Linux 6.1 sizes its device
+                // table by the highest id of the select/range/alias entries only
+                // (`find_last_devid_from_ivhd` skips IVHD_DEV_SPECIAL), so the IOAPIC's DTE
+                // (00:14.0) would lie beyond the table the guest programs and its every
+                // interrupt be refused with ILLEGAL_DEV_TABLE_ENTRY.
+                let mut devices = devices.to_vec();
+                for d in special {
+                    if !devices.contains(&d.device_id) {
+                        devices.push(d.device_id);
+                    }
+                }
+                IommuTable::Ivrs {
+                    info: a.ivrs(AMDVI_CAP_OFFSET),
+                    devices,
+                    special: special.iter().map(|d| d.ivhd_entry()).collect(),
+                }
+            }
         }
     }
 
@@ -369,8 +380,11 @@ mod tests {
         assert!(amd.remapper().is_some());
         assert_eq!(amd.ioapic_source_id(), Some(0x00a0));
         match amd.acpi_table(&[8], true) {
-            IommuTable::Ivrs { special, .. } => {
-                assert_eq!(special, [[0x48, 0, 0, 0, 0, 0xa0, 0, 1]])
+            IommuTable::Ivrs {
+                special, devices, ..
+            } => {
+                assert_eq!(special, [[0x48, 0, 0, 0, 0, 0xa0, 0, 1]]);
+                assert_eq!(devices, [8, 0xa0], "the IOAPIC's id sizes the device table");
             }
             other => panic!("{other:?}"),
         }
