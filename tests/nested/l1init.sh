@@ -39,8 +39,17 @@ vtd) APP="intel_iommu=on" ;;
 amd-vi) APP="" ;; # amd_iommu probes whenever there is an IVRS
 *) fail "nested.iommu must be vtd or amd-vi, not '$IOMMU'" ;;
 esac
-# intremap=off: interrupt remapping is not modelled yet (only the register handshake).
-L2CMD="console=ttyS0 quiet panic=-1 intremap=off $APP nested.limit=$(arg nested.limit) nested.pages=$(arg nested.pages)"
+# nested.irq=split: the VMM's IO-APIC and every interrupt remapped by the emulated IOMMU, so
+# L2 runs with intremap=on (x2APIC follows); no PIT in split mode, so no_timer_check (the
+# IO-APIC timer check needs one). kernel: KVM's irqchip, whose IO-APIC cannot take remappable
+# entries, so intremap=off.
+IRQ=$(arg nested.irq)
+case "${IRQ:=kernel}" in
+split) IRCMD="intremap=on no_timer_check" ;;
+kernel) IRCMD="intremap=off" ;;
+*) fail "nested.irq must be split or kernel, not '$IRQ'" ;;
+esac
+L2CMD="console=ttyS0 quiet panic=-1 $IRCMD $APP nested.limit=$(arg nested.limit) nested.pages=$(arg nested.pages)"
 case "$HOST" in
 vfio)
 	BDF=""
@@ -60,9 +69,9 @@ vfio)
 sim) HOSTARGS="--host sim --host-limit $HOST_LIMIT" ;;
 *) fail "nested.host must be sim or vfio, not '$HOST'" ;;
 esac
-echo "L1-VMM-START iommu=$IOMMU host=$HOST host_limit=$HOST_LIMIT uptime=$(up)s"
+echo "L1-VMM-START iommu=$IOMMU host=$HOST host_limit=$HOST_LIMIT irq=$IRQ uptime=$(up)s"
 # shellcheck disable=SC2086
 /viommu-vmm --kernel /l2/vmlinuz --initrd /l2/initrd.cpio.gz --mem 512 --iommu "$IOMMU" \
-	$HOSTARGS --cmdline "$L2CMD" </dev/null
+	--irq "$IRQ" $HOSTARGS --cmdline "$L2CMD" </dev/null
 echo "L1-VMM-EXIT rc=$? uptime=$(up)s"
 poweroff -f

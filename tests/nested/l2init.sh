@@ -21,18 +21,22 @@ fail() {
 }
 echo "L2-INIT kernel=$(uname -r) uptime=$(up)s"
 dmesg | grep -iE 'DMAR|IOMMU|AMD-Vi|ivhd|remapping' | grep -v 'Command line' | head -32 | sed 's/^/L2-PROBE /'
+dmesg | grep -E 'DMAR-IR|AMD-Vi: Interrupt remapping|x2apic' | head -8 | sed 's/^/L2-IR /'
 echo "L2-IOMMU class=$(ls /sys/class/iommu 2>/dev/null | tr '\n' ' ')groups=$(ls /sys/kernel/iommu_groups 2>/dev/null | wc -l)"
 for d in /sys/bus/pci/devices/*; do
 	echo "L2-PCI ${d##*/} $(cat "$d/vendor"):$(cat "$d/device") class=$(cat "$d/class") group=$(readlink "$d/iommu_group" | sed 's,.*/,,')"
 done
 LIMIT=$(arg nested.limit)
+UNSAFE=""
+# allow_unsafe_interrupts only with intremap=off (the VMM's in-kernel irqchip mode): without
+# interrupt remapping type1 refuses containers unless told to.
+grep -qw intremap=off /proc/cmdline && UNSAFE="allow_unsafe_interrupts=1"
 for m in $(cat /modules.load); do
 	p=""
-	# allow_unsafe_interrupts: the vIOMMU does not remap interrupts (L2 runs with
-	# intremap=off), and type1 refuses containers without that unless told to.
-	[ "$m" = vfio_iommu_type1 ] && p="allow_unsafe_interrupts=1 ${LIMIT:+dma_entry_limit=$LIMIT}"
+	[ "$m" = vfio_iommu_type1 ] && p="$UNSAFE ${LIMIT:+dma_entry_limit=$LIMIT}"
 	insmod "/lib/modules/$m.ko" $p || fail "insmod $m $p failed"
 done
+echo "L2-VFIO-UNSAFE-INTERRUPTS $(cat /sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts)"
 BDF=""
 for d in /sys/bus/pci/devices/*; do
 	[ "$(cat "$d/vendor")" = 0x1234 ] && [ "$(cat "$d/device")" = 0x11e8 ] && BDF=${d##*/}

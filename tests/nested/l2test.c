@@ -136,6 +136,17 @@ int main(int argc, char **argv) {
   uint64_t cnt = 0;
   if (pr == 1) (void)!read(efd, &cnt, 8);
   printf("L2-MSI irq_status=0x%x eventfd=%llu\n", rd32(0x24), (unsigned long long)cnt);
+  // While the MSI is set up: how L2 delivers it (IR-PCI-MSI when remapped) and the
+  // IO-APIC's interrupts (IR-IO-APIC when remapped).
+  FILE *pi = fopen("/proc/interrupts", "r");
+  char line[512];
+  while (pi && fgets(line, sizeof line, pi)) {
+    if (strstr(line, "vfio") || strstr(line, "IO-APIC")) {
+      line[strcspn(line, "\n")] = 0;
+      printf("L2-INTR %s\n", line);
+    }
+  }
+  if (pi) fclose(pi);
   wr32(0x64, 0x1);
   if (pr != 1 || cnt < 1) fail("edu MSI did not arrive");
 

@@ -9,7 +9,7 @@
 #        host entry limit).
 #
 # usage: run.sh [--iommu vtd|amd-vi|both] [--host mixed|sim|vfio] [--limit N] [--host-limit N]
-#               [--pages N] [--work DIR] [--timeout SECONDS]
+#               [--pages N] [--irq both|split|kernel] [--work DIR] [--timeout SECONDS]
 #   --host        the VMM's host backend: sim (its simulated type1 host), vfio (a real type1
 #                 container in L1: L0 QEMU gets an intel-iommu and an edu device, which L1
 #                 binds to vfio-pci), or mixed (default: vfio for the VT-d cycle, sim for AMD-Vi)
@@ -18,11 +18,16 @@
 #                 vfio_iommu_type1.dma_entry_limit; default 300: below --limit, so the shadow
 #                 runs out of host entries before L2's VFIO does)
 #   --pages       pages l2test tries to map one by one (default 550)
+#   --irq         the VMM's irqchip: split (its own IO-APIC, every interrupt remapped by the
+#                 vIOMMU, L2 with intremap=on: checks L2's remapping lines, IR-PCI-MSI and
+#                 IR-IO-APIC in /proc/interrupts, the MSI, no allow_unsafe_interrupts and the
+#                 VMM's remapped counts), kernel (KVM's irqchip, L2 intremap=off), or both
+#                 (default: one cycle of each per IOMMU, split first)
 #
 # QEMU, the kernel and busybox come from tests/real-kernel/setup.sh (same cache,
 # /var/tmp/viommu-real-kernel or VIOMMU_RK_WORK). The VMM is built static
-# (VIOMMU_NESTED_TARGET_DIR or $WORK/target), l2test with gcc -static. For each IOMMU it checks the
-# serial log: L2's IOMMU probe, the DMA verification, the blocked DMA and its fault line in
+# (VIOMMU_NESTED_TARGET_DIR or $WORK/target), l2test with gcc -static. For each IOMMU and irqchip mode
+# it checks the serial log: L2's IOMMU probe, (split) its interrupt remapping, the DMA verification, the blocked DMA and its fault line in
 # L2's dmesg, and the VMM's exit report (powered off, the one expected fault, host mappings
 # zero at teardown). It never skips: anything missing is a failure naming it.
 set -euo pipefail
@@ -36,6 +41,7 @@ HOST_LIMIT=300
 PAGES=550
 TIMEOUT=420
 HOSTMODE=mixed
+IRQS=(split kernel)
 
 die() {
 	echo "nested: FAIL: $*" >&2
@@ -59,6 +65,14 @@ while [ $# -gt 0 ]; do
 		esac
 		shift 2
 		;;
+	--irq)
+		case "${2:-}" in
+		split | kernel) IRQS=("$2") ;;
+		both) IRQS=(split kernel) ;;
+		*) die "--irq takes both, split or kernel" ;;
+		esac
+		shift 2
+		;;
 	--limit | --host-limit | --pages | --timeout)
 		[[ ${2:-} =~ ^[0-9]+$ ]] || die "$1 takes a number"
 		case "$1" in
@@ -74,7 +88,7 @@ while [ $# -gt 0 ]; do
 		shift 2
 		;;
 	-h | --help)
-		sed -n '2,25p' "$0"
+		sed -n '2,30p' "$0"
 		exit 0
 		;;
 	*) die "unknown argument $1 (see --help)" ;;
@@ -197,9 +211,15 @@ stamp() {
 report_value() { # key
 	sed -n "s/.* $1=\([0-9]*\).*/\1/p" <<<"$report" | head -1
 }
+CYCLES=()
 for iommu in "${IOMMUS[@]}"; do
-	log=$WORK/logs/nested-$iommu.serial.log
-	qlog=$WORK/logs/nested-$iommu.qemu.log
+	for irq in "${IRQS[@]}"; do CYCLES+=("$iommu:$irq"); done
+done
+for c in "${CYCLES[@]}"; do
+	iommu=${c%%:*}
+	irq=${c#*:}
+	log=$WORK/logs/nested-$iommu-$irq.serial.log
+	qlog=$WORK/logs/nested-$iommu-$irq.qemu.log
 	host=$HOSTMODE
 	[ "$host" = mixed ] && { [ "$iommu" = vtd ] && host=vfio || host=sim; }
 	l0dev=(-machine q35)
@@ -207,17 +227,21 @@ for iommu in "${IOMMUS[@]}"; do
 	if [ "$host" = vfio ]; then
 		# L1 gets an IOMMU and an edu device of its own for the VMM's real VFIO container.
 		l0dev=(-machine q35,kernel-irqchip=split -device intel-iommu,intremap=on,caching-mode=on -device edu)
-		l1app="intel_iommu=on"
+		# no_timer_check: L1's IO-APIC timer check (through QEMU's remapped IO-APIC) counts
+		# ticks against a delay loop, which TCG on a loaded host can miss ("timer doesn't
+		# work through Interrupt-remapped IO-APIC" panics); L1 has kvm-clock and the LAPIC
+		# timer anyway.
+		l1app="intel_iommu=on no_timer_check"
 	fi
 	rc=0
 	t0=$(now_ms)
 	nice -n 5 timeout --kill-after=10 "$TIMEOUT" "$QEMU" "${QEMU_ARGS[@]}" -nodefaults -no-user-config \
 		-display none -accel tcg "${l0dev[@]}" -cpu max -smp 1 -m 2G \
 		-kernel "$L1KERNEL" -initrd "$L1CPIO" \
-		-append "console=ttyS0 panic=-1 quiet $l1app nested.iommu=$iommu nested.host=$host nested.limit=$LIMIT nested.host_limit=$HOST_LIMIT nested.pages=$PAGES" \
+		-append "console=ttyS0 panic=-1 quiet $l1app nested.iommu=$iommu nested.irq=$irq nested.host=$host nested.limit=$LIMIT nested.host_limit=$HOST_LIMIT nested.pages=$PAGES" \
 		-serial stdio -no-reboot </dev/null 2>"$qlog" | stamp "$t0" >"$log" || rc=$?
 	cycle=$(secs $(($(now_ms) - t0)))
-	echo "---- $iommu (host backend: $host): serial log excerpts ----"
+	echo "---- $iommu (host backend: $host, irqchip: $irq): serial log excerpts ----"
 	grep -aE '^\[ *[0-9.]+\] (L1-|L2-|VMM-|viommu-vmm:)' "$log" | grep -avE '\] L2-PCI' || true
 	why=()
 	if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
@@ -245,6 +269,16 @@ for iommu in "${IOMMUS[@]}"; do
 	check "$log" "edu DMA through the vIOMMU did not verify" '^\[ *[0-9.]+\] L2-DMA-VERIFY OK'
 	check "$log" "DMA to an unmapped IOVA was not blocked" '^\[ *[0-9.]+\] L2-UNMAPPED-DMA BLOCKED'
 	check "$log" "l2test did not pass" '^\[ *[0-9.]+\] L2-TEST-RESULT PASS'
+	check "$log" "the edu MSI did not reach L2's eventfd" '^\[ *[0-9.]+\] L2-MSI .*eventfd=[1-9]'
+	if [ "$irq" = split ]; then
+		case $iommu in
+		vtd) check "$log" "L2's dmesg lacks 'DMAR-IR: Enabled IRQ remapping in x2apic mode'" '^\[ *[0-9.]+\] L2-IR .*DMAR-IR: Enabled IRQ remapping in x2apic mode' ;;
+		amd-vi) check "$log" "L2's dmesg lacks 'AMD-Vi: Interrupt remapping enabled'" '^\[ *[0-9.]+\] L2-IR .*AMD-Vi: Interrupt remapping enabled' ;;
+		esac
+		check "$log" "L2's /proc/interrupts has no IR-PCI-MSI line for vfio (the edu MSI is not remapped)" '^\[ *[0-9.]+\] L2-INTR .*IR-PCI-MSI.*vfio'
+		check "$log" "L2's /proc/interrupts has no IR-IO-APIC line" '^\[ *[0-9.]+\] L2-INTR .*IR-IO-APIC'
+		check "$log" "L2's vfio_iommu_type1 allows unsafe interrupts (want N with remapping)" '^\[ *[0-9.]+\] L2-VFIO-UNSAFE-INTERRUPTS N'
+	fi
 	check "$log" "no VMM exit report" '^\[ *[0-9.]+\] VMM-REPORT '
 	report=$(grep -aE -m1 '^\[ *[0-9.]+\] VMM-REPORT ' "$log" || true)
 	if [ -n "$report" ]; then
@@ -256,22 +290,31 @@ for iommu in "${IOMMUS[@]}"; do
 		[ "$(report_value edu_dma_failed)" = 1 ] || why+=("edu saw $(report_value edu_dma_failed) failed DMAs (want 1)")
 		grep -q 'teardown_error' <<<"$report" && why+=("teardown error in the report")
 		[ "$(report_value host_enospc)" != 0 ] || why+=("the host entry limit ($HOST_LIMIT) was never reached")
+		grep -q " irq=$irq" <<<"$report" || why+=("the VMM's irqchip mode is not $irq")
+		if [ "$irq" = split ]; then
+			for src in edu ioapic; do
+				n=$(report_value ${src}_ir_remapped)
+				[ "${n:-0}" -ge 1 ] || why+=("the VMM remapped no $src interrupt (${src}_ir_remapped=${n:-missing})")
+				n=$(report_value ${src}_ir_refused)
+				[ "${n:-x}" = 0 ] || why+=("the remapper refused ${n:-?} $src interrupts (want 0)")
+			done
+		fi
 	fi
 	if [ ${#why[@]} -gt 0 ]; then
 		echo "---- last lines of $log ----" >&2
 		tail -30 "$log" >&2
-		for w in "${why[@]}"; do echo "nested: FAIL [$iommu]: $w" >&2; done
+		for w in "${why[@]}"; do echo "nested: FAIL [$iommu/$irq]: $w" >&2; done
 		FAILED=$((FAILED + ${#why[@]}))
 		status=1
 	fi
-	stage_done "nested cycle $iommu/$host (rc=$rc, cycle $cycle s)"
+	stage_done "nested cycle $iommu/$host/$irq (rc=$rc, cycle $cycle s)"
 done
 
 total=$(secs $(($(now_ms) - T_START)))
 if [ "$status" = 0 ]; then
-	echo "nested: PASS (${IOMMUS[*]}) in $total s, kernel $KVER, logs in $WORK/logs"
+	echo "nested: PASS (${CYCLES[*]}) in $total s, kernel $KVER, logs in $WORK/logs"
 else
-	echo "nested: FAIL (${IOMMUS[*]}) after $total s, logs in $WORK/logs" >&2
+	echo "nested: FAIL (${CYCLES[*]}) after $total s, logs in $WORK/logs" >&2
 fi
 echo "nested: $PASSED passed, $FAILED failed"
 exit "$status"

@@ -29,6 +29,9 @@ pub enum IommuTable {
         register_base: u64,
         /// Host address width in bits (the DMAR stores it minus one).
         host_address_width: u8,
+        /// With interrupt remapping: the IO-APIC the unit remaps (DMAR flag INTR_REMAP and
+        /// an IOAPIC device scope).
+        ioapic: Option<IoapicScope>,
     },
     /// An IVRS with one type-11h IVHD selecting each of `devices` (requester ids).
     Ivrs {
@@ -36,7 +39,19 @@ pub enum IommuTable {
         info: IvrsInfo,
         /// Requester ids of every function behind the IOMMU (its own included).
         devices: Vec<u16>,
+        /// Special device entries (type 48h: IOAPIC / HPET) for interrupt remapping.
+        special: Vec<[u8; 8]>,
     },
+}
+
+/// An IO-APIC behind the remapping unit: its APIC id and the source id (requester id) its
+/// interrupt messages carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoapicScope {
+    /// IO-APIC id (the MADT's and the IOAPIC ID register's).
+    pub id: u8,
+    /// Source id, bus << 8 | devfn.
+    pub source_id: u16,
 }
 
 /// What the tables describe.
@@ -178,18 +193,29 @@ pub fn madt(cpus: u8) -> Vec<u8> {
     t.as_slice().to_vec()
 }
 
-/// The DMAR (VT-d spec 8.1, 8.3): interrupt remapping not reported (the model implements
-/// only its register handshake), one DRHD with `INCLUDE_PCI_ALL` on segment 0.
-pub fn dmar(register_base: u64, host_address_width: u8) -> Vec<u8> {
+/// The DMAR (VT-d spec 8.1, 8.3): one DRHD with `INCLUDE_PCI_ALL` on segment 0. With
+/// `ioapic`, the DMAR flags claim interrupt remapping (INTR_REMAP, bit 0; X2APIC_OPT_OUT,
+/// bit 1, clear) and the DRHD lists the IO-APIC in a device scope (8.3.1: type 3, enumeration
+/// id = IO-APIC id, start bus and a one-entry path = its source id), which Linux requires
+/// before it enables remapping (`ir_parse_ioapic_hpet_scope`).
+pub fn dmar(register_base: u64, host_address_width: u8, ioapic: Option<IoapicScope>) -> Vec<u8> {
     let mut t = sdt(b"DMAR", 1);
     let mut head = [0u8; 12];
     head[0] = host_address_width.saturating_sub(1);
+    if ioapic.is_some() {
+        head[1] = 1; // INTR_REMAP
+    }
     t.append_slice(&head);
     let mut drhd = vec![0u8; 16];
     drhd[0..2].copy_from_slice(&0u16.to_le_bytes());
-    drhd[2..4].copy_from_slice(&16u16.to_le_bytes());
     drhd[4] = 1; // INCLUDE_PCI_ALL
     drhd[8..16].copy_from_slice(&register_base.to_le_bytes());
+    if let Some(io) = ioapic {
+        let [bus, devfn] = io.source_id.to_be_bytes();
+        drhd.extend_from_slice(&[3, 8, 0, 0, io.id, bus, devfn >> 3, devfn & 7]);
+    }
+    let len = drhd.len() as u16;
+    drhd[2..4].copy_from_slice(&len.to_le_bytes());
     t.append_slice(&drhd);
     t.as_slice().to_vec()
 }
@@ -203,11 +229,14 @@ pub fn dmar(register_base: u64, host_address_width: u8) -> Vec<u8> {
 /// INVALIDATE_DEVTAB_ENTRY per device id and one INVALIDATE_IOMMU_PAGES per domain id up to
 /// that id: with `IVHD_DEV_ALL` that is 3 × 65536 commands, each a trapped tail write
 /// (a 40 s soft lockup in the nested test), with the device list a few dozen.
-pub fn ivrs(info: &IvrsInfo, devices: &[u16]) -> Vec<u8> {
+///
+/// `special` are 8-byte special device entries (IOAPIC / HPET, type 48h) appended after the
+/// select entries: Linux enables interrupt remapping only when the IVRS names an IOAPIC.
+pub fn ivrs(info: &IvrsInfo, devices: &[u16], special: &[[u8; 8]]) -> Vec<u8> {
     let mut t = sdt(b"IVRS", 2);
     t.append_slice(&info.iv_info.to_le_bytes());
     t.append_slice(&[0u8; 8]);
-    let len = 40 + 4 * devices.len();
+    let len = 40 + 4 * devices.len() + 8 * special.len();
     let mut h = Vec::with_capacity(len);
     h.push(0x11);
     h.push(info.ivhd_flags);
@@ -224,6 +253,9 @@ pub fn ivrs(info: &IvrsInfo, devices: &[u16]) -> Vec<u8> {
         // IVHD_DEV_SELECT, data setting 0.
         let [lo, hi] = d.to_le_bytes();
         h.extend_from_slice(&[0x02, lo, hi, 0]);
+    }
+    for e in special {
+        h.extend_from_slice(e);
     }
     debug_assert_eq!(h.len(), len);
     t.append_slice(&h);
@@ -245,8 +277,13 @@ pub fn build(config: &AcpiConfig) -> Result<AcpiTables, AcpiError> {
         IommuTable::Dmar {
             register_base,
             host_address_width,
-        } => entries.push(p.place(dmar(*register_base, *host_address_width), 16)),
-        IommuTable::Ivrs { info, devices } => entries.push(p.place(ivrs(info, devices), 16)),
+            ioapic,
+        } => entries.push(p.place(dmar(*register_base, *host_address_width, *ioapic), 16)),
+        IommuTable::Ivrs {
+            info,
+            devices,
+            special,
+        } => entries.push(p.place(ivrs(info, devices, special), 16)),
     }
     let mut xsdt = sdt(b"XSDT", 1);
     for e in &entries {
@@ -370,6 +407,7 @@ mod tests {
             iommu: IommuTable::Dmar {
                 register_base: 0xfed9_0000,
                 host_address_width: 48,
+                ioapic: None,
             },
         })
         .unwrap();
@@ -383,6 +421,26 @@ mod tests {
         assert_eq!(u16::from_le_bytes([d[50], d[51]]), 16);
         assert_eq!(d[52], 1);
         assert_eq!(u64_at(d, 56), 0xfed9_0000);
+    }
+
+    #[test]
+    fn dmar_with_remapping_claims_it_and_scopes_the_ioapic() {
+        let d = dmar(
+            0xfed9_0000,
+            39,
+            Some(IoapicScope {
+                id: 2,
+                source_id: 0x00f8,
+            }),
+        );
+        assert_eq!(d.len(), 72);
+        assert_eq!(u32_at(&d, 4) as usize, d.len());
+        assert_eq!(sum(&d), 0);
+        assert_eq!(d[37] & 3, 1, "INTR_REMAP set, X2APIC_OPT_OUT clear");
+        assert_eq!(u16::from_le_bytes([d[50], d[51]]), 24);
+        assert_eq!(d[52], 1);
+        // Device scope: IOAPIC (3), length 8, enumeration id 2, bus 0, path 1f.0.
+        assert_eq!(&d[64..72], &[3, 8, 0, 0, 2, 0, 0x1f, 0]);
     }
 
     #[test]
@@ -402,6 +460,7 @@ mod tests {
             iommu: IommuTable::Ivrs {
                 info,
                 devices: vec![0x00, 0x08, 0x10],
+                special: vec![viommu_amd_vi::SpecialDevice::QEMU_IOAPIC.ivhd_entry()],
             },
         })
         .unwrap();
@@ -416,7 +475,9 @@ mod tests {
         assert_eq!(u16::from_le_bytes([h[6], h[7]]), 0x40);
         assert_eq!(u64_at(h, 8), viommu_amd_vi::DEFAULT_MMIO_BASE);
         assert_eq!(u64_at(h, 24), model.efr());
-        assert_eq!(h.len(), 52);
+        assert_eq!(h.len(), 60);
         assert_eq!(&h[40..52], &[2, 0, 0, 0, 2, 8, 0, 0, 2, 0x10, 0, 0]);
+        // IOAPIC 0 with requester id 00:14.0.
+        assert_eq!(&h[52..60], &[0x48, 0, 0, 0, 0, 0xa0, 0, 1]);
     }
 }

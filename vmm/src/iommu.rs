@@ -8,11 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use viommu_amd_vi::AmdVi;
 use viommu_shared::dma::DeviceIommu;
 use viommu_shared::host::HostDma;
+use viommu_shared::irq::InterruptRemapper;
 use viommu_shared::regs::MsiSink;
 use viommu_vtd::Vtd;
 use vm_memory::GuestMemoryMmap;
 
-use crate::acpi::IommuTable;
+use crate::acpi::{IoapicScope, IommuTable};
 use crate::layout;
 use crate::pci::{ConfigSpace, PciFunction, PciId};
 
@@ -41,6 +42,12 @@ impl std::str::FromStr for IommuKind {
 
 /// PCI devfn of the AMD-Vi function (00:02.0).
 pub const AMDVI_DEVFN: u8 = 2 << 3;
+/// Source id of the IO-APIC's interrupt messages behind VT-d: 00:1f.0, QEMU's Q35 choice
+/// (`Q35_PSEUDO_DEVFN_IOAPIC`), published in the DMAR's IOAPIC device scope.
+pub const VTD_IOAPIC_SOURCE_ID: u16 = 0x1f << 3;
+/// The IO-APIC's APIC id (MADT entry and ID register).
+pub const IOAPIC_ID: u8 = 0;
+
 /// Offset of the IOMMU capability block in the AMD-Vi function's configuration space.
 pub const AMDVI_CAP_OFFSET: u16 = 0x40;
 
@@ -93,12 +100,24 @@ fn log_error(what: &str, e: &dyn std::fmt::Display) {
 }
 
 impl Iommu {
-    /// The model of `kind` over `mem`, signalling its interrupts to `msi`.
-    pub fn new(kind: IommuKind, mem: GuestMemoryMmap, msi: Arc<dyn MsiSink>) -> Iommu {
+    /// The model of `kind` over `mem`, signalling its interrupts to `msi`; with
+    /// `interrupt_remapping` the VT-d unit remaps interrupts (the AMD-Vi model always
+    /// implements it; whether the guest uses it depends on the IVRS naming an IOAPIC, see
+    /// [`acpi_table`](Self::acpi_table)).
+    pub fn new(
+        kind: IommuKind,
+        mem: GuestMemoryMmap,
+        msi: Arc<dyn MsiSink>,
+        interrupt_remapping: bool,
+    ) -> Iommu {
         match kind {
             IommuKind::None => Iommu::None,
             IommuKind::Vtd => {
-                Iommu::Vtd(Arc::new(Vtd::new(viommu_vtd::Config::default(), mem, msi)))
+                let config = viommu_vtd::Config {
+                    interrupt_remapping,
+                    ..viommu_vtd::Config::default()
+                };
+                Iommu::Vtd(Arc::new(Vtd::new(config, mem, msi)))
             }
             IommuKind::AmdVi => {
                 let config = viommu_amd_vi::Config {
@@ -156,18 +175,78 @@ impl Iommu {
     }
 
     /// The ACPI description; `devices` are the requester ids of every PCI function
-    /// (the IVRS lists them).
-    pub fn acpi_table(&self, devices: &[u16]) -> IommuTable {
+    /// (the IVRS lists them). With `remap_ioapic` the table publishes the IO-APIC behind the
+    /// IOMMU (DMAR IOAPIC scope and INTR_REMAP; IVRS IOAPIC special entry), which is what
+    /// makes Linux enable interrupt remapping.
+    pub fn acpi_table(&self, devices: &[u16], remap_ioapic: bool) -> IommuTable {
         match self {
             Iommu::None => IommuTable::None,
             Iommu::Vtd(v) => IommuTable::Dmar {
                 register_base: layout::VTD_MMIO,
                 host_address_width: v.config().address_width.bits() as u8,
+                ioapic: (remap_ioapic && v.config().interrupt_remapping).then_some(IoapicScope {
+                    id: IOAPIC_ID,
+                    source_id: VTD_IOAPIC_SOURCE_ID,
+                }),
             },
-            Iommu::AmdVi(a) => IommuTable::Ivrs {
-                info: a.ivrs(AMDVI_CAP_OFFSET),
-                devices: devices.to_vec(),
-            },
+            Iommu::AmdVi(a) => {
+                let remap = remap_ioapic && a.config().interrupt_remapping;
+                let special = if remap {
+                    a.config().special_devices.as_slice()
+                } else {
+                    &[]
+                };
+                // The special devices' ids are selected too: Linux 6.1 sizes its device
+                // table by the highest id of the select/range/alias entries only
+                // (`find_last_devid_from_ivhd` skips IVHD_DEV_SPECIAL), so the IOAPIC's DTE
+                // (00:14.0) would lie beyond the table the guest programs and its every
+                // interrupt be refused with ILLEGAL_DEV_TABLE_ENTRY.
+                let mut devices = devices.to_vec();
+                for d in special {
+                    if !devices.contains(&d.device_id) {
+                        devices.push(d.device_id);
+                    }
+                }
+                IommuTable::Ivrs {
+                    info: a.ivrs(AMDVI_CAP_OFFSET),
+                    devices,
+                    special: special.iter().map(|d| d.ivhd_entry()).collect(),
+                }
+            }
+        }
+    }
+
+    /// The interrupt remapper, when the model remaps interrupts.
+    pub fn remapper(&self) -> Option<Arc<dyn InterruptRemapper>> {
+        match self {
+            Iommu::None => None,
+            Iommu::Vtd(v) => v
+                .config()
+                .interrupt_remapping
+                .then(|| v.clone() as Arc<dyn InterruptRemapper>),
+            Iommu::AmdVi(a) => a
+                .config()
+                .interrupt_remapping
+                .then(|| a.clone() as Arc<dyn InterruptRemapper>),
+        }
+    }
+
+    /// The source id of the IO-APIC's messages (its DMAR device scope, its IVRS special
+    /// entry), when the model remaps interrupts.
+    pub fn ioapic_source_id(&self) -> Option<u16> {
+        match self {
+            Iommu::None => None,
+            Iommu::Vtd(v) => v
+                .config()
+                .interrupt_remapping
+                .then_some(VTD_IOAPIC_SOURCE_ID),
+            Iommu::AmdVi(a) => a
+                .config()
+                .special_devices
+                .iter()
+                .find(|d| d.kind == viommu_amd_vi::SpecialKind::IoApic && d.handle == IOAPIC_ID)
+                .map(|d| d.device_id)
+                .filter(|_| a.config().interrupt_remapping),
         }
     }
 
@@ -275,9 +354,47 @@ mod tests {
     use viommu_shared::testing::guest_memory;
 
     #[test]
+    fn remapping_publishes_the_ioapic_and_its_source_id() {
+        let mem = guest_memory(&[(0, 1 << 20)]);
+        let vtd = Iommu::new(IommuKind::Vtd, mem.clone(), Arc::new(NullMsiSink), true);
+        assert!(vtd.remapper().is_some());
+        assert_eq!(vtd.ioapic_source_id(), Some(0x00f8));
+        match vtd.acpi_table(&[], true) {
+            IommuTable::Dmar { ioapic, .. } => assert_eq!(
+                ioapic,
+                Some(IoapicScope {
+                    id: 0,
+                    source_id: 0xf8
+                })
+            ),
+            other => panic!("{other:?}"),
+        }
+        let plain = Iommu::new(IommuKind::Vtd, mem.clone(), Arc::new(NullMsiSink), false);
+        assert!(plain.remapper().is_none());
+        assert_eq!(plain.ioapic_source_id(), None);
+        match plain.acpi_table(&[], true) {
+            IommuTable::Dmar { ioapic, .. } => assert_eq!(ioapic, None),
+            other => panic!("{other:?}"),
+        }
+        let amd = Iommu::new(IommuKind::AmdVi, mem, Arc::new(NullMsiSink), true);
+        assert!(amd.remapper().is_some());
+        assert_eq!(amd.ioapic_source_id(), Some(0x00a0));
+        match amd.acpi_table(&[8], true) {
+            IommuTable::Ivrs {
+                special, devices, ..
+            } => {
+                assert_eq!(special, [[0x48, 0, 0, 0, 0, 0xa0, 0, 1]]);
+                assert_eq!(devices, [8, 0xa0], "the IOAPIC's id sizes the device table");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn amd_vi_function_exposes_the_capability_and_forwards_msi() {
         let mem = guest_memory(&[(0, 1 << 20)]);
-        let Iommu::AmdVi(model) = Iommu::new(IommuKind::AmdVi, mem, Arc::new(NullMsiSink)) else {
+        let Iommu::AmdVi(model) = Iommu::new(IommuKind::AmdVi, mem, Arc::new(NullMsiSink), false)
+        else {
             panic!("not AMD-Vi");
         };
         let mut f = AmdViFunction::new(model.clone());
@@ -302,11 +419,16 @@ mod tests {
                 data: 0x33
             })
         );
-        match Iommu::AmdVi(model).acpi_table(&[0, 8, 0x10]) {
-            IommuTable::Ivrs { info, devices } => {
+        match Iommu::AmdVi(model).acpi_table(&[0, 8, 0x10], false) {
+            IommuTable::Ivrs {
+                info,
+                devices,
+                special,
+            } => {
                 assert_eq!(info.device_id, u16::from(AMDVI_DEVFN));
                 assert_eq!(info.capability_offset, AMDVI_CAP_OFFSET);
                 assert_eq!(devices, [0, 8, 0x10]);
+                assert!(special.is_empty());
             }
             other => panic!("{other:?}"),
         }

@@ -7,13 +7,15 @@ use viommu_vmm::vm::{HostKind, VmConfig, run};
 
 const USAGE: &str = "usage: viommu-vmm --kernel BZIMAGE [--initrd FILE] [--cmdline STR] \
 [--mem MIB] [--iommu none|vtd|amd-vi] [--host sim|vfio|none] [--host-limit N] \
-[--host-device SYSFS_PATH]
+[--host-device SYSFS_PATH] [--irq kernel|split]
 
 Boots the kernel with one vCPU, a COM1 console on stdout, an edu device (00:01.0) behind the
 IOMMU and, with --host sim (default), the edu device's address space shadowed into a
 simulated type1 host with N entries (default 65535); with --host vfio into a real VFIO type1
 container, made usable by the group of the vfio-pci device at --host-device (host entries are
-counted from the container's DMA_AVAIL). At power-off it prints one line
+counted from the container's DMA_AVAIL). --irq split: KVM's local APIC only, the VMM's IO-APIC,
+and every IO-APIC and edu interrupt remapped by the IOMMU (the ACPI table claims interrupt
+remapping); default kernel: KVM's irqchip and PIT, no remapping. At power-off it prints one line
 'VMM-REPORT key=value...' with the model's and the host's counters.";
 
 fn parse() -> Result<VmConfig, String> {
@@ -25,6 +27,7 @@ fn parse() -> Result<VmConfig, String> {
         mem_mib: 512,
         iommu: IommuKind::Vtd,
         host: HostKind::Sim { limit: 65535 },
+        irq: Default::default(),
     };
     let mut host = "sim".to_string();
     let mut limit = 65535u32;
@@ -38,6 +41,7 @@ fn parse() -> Result<VmConfig, String> {
             "--mem" => cfg.mem_mib = val()?.parse().map_err(|e| format!("--mem: {e}"))?,
             "--iommu" => cfg.iommu = val()?.parse()?,
             "--host" => host = val()?,
+            "--irq" => cfg.irq = val()?.parse()?,
             "--host-device" => host_device = Some(val()?),
             "--host-limit" => limit = val()?.parse().map_err(|e| format!("--host-limit: {e}"))?,
             "-h" | "--help" => return Err(USAGE.into()),

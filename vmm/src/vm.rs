@@ -1,14 +1,19 @@
 //! The machine: a KVM VM with guest RAM, one vCPU, KVM's in-kernel irqchip (PIC, IO-APIC,
-//! local APIC) and PIT, a 16550 on COM1, ACPI PM1a for power-off, PCI bus 0 (host bridge,
+//! local APIC) and PIT or ([`IrqMode::Split`]) KVM's local APIC and the VMM's IO-APIC with
+//! every interrupt remapped by the IOMMU, a 16550 on COM1, ACPI PM1a for power-off, PCI bus 0 (host bridge,
 //! edu behind the IOMMU, the AMD-Vi function) and the IOMMU's register window, all served
 //! from the vCPU thread's exits.
 
 use std::io::Write;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, kvm_msi, kvm_pit_config};
-use kvm_ioctls::{Kvm, VcpuExit, VmFd};
+use kvm_bindings::{
+    KVM_CAP_SPLIT_IRQCHIP, KVM_CAP_X2APIC_API, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+    KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK, KVM_X2APIC_API_USE_32BIT_IDS, kvm_enable_cap, kvm_msi,
+    kvm_pit_config,
+};
+use kvm_ioctls::{Cap, Kvm, VcpuExit, VmFd};
 use vfio_ioctls::{VfioContainer, VfioDevice, VfioOps};
 use viommu_shared::host::{HostDma, SharedSimHost, SimHostConfig, VfioContainerBackend};
 use viommu_shared::regs::{Msi, MsiSink};
@@ -21,7 +26,9 @@ use crate::acpi::{self, AcpiConfig};
 use crate::boot;
 use crate::edu::{Edu, EduCounters};
 use crate::host::{CountingHost, HostCounters};
-use crate::iommu::{AMDVI_DEVFN, AmdViFunction, Iommu, IommuError, IommuKind};
+use crate::ioapic::{self, Ioapic};
+use crate::iommu::{AMDVI_DEVFN, AmdViFunction, IOAPIC_ID, Iommu, IommuError, IommuKind};
+use crate::irq::{IrCounters, IrqMode, RemappedSource};
 use crate::layout;
 use crate::pci::{HostBridge, PciBus};
 
@@ -62,6 +69,8 @@ pub struct VmConfig {
     pub iommu: IommuKind,
     /// The host backend.
     pub host: HostKind,
+    /// In-kernel irqchip, or split with the VMM's IO-APIC and interrupt remapping.
+    pub irq: IrqMode,
 }
 
 /// Why the VMM stopped with an error.
@@ -130,6 +139,12 @@ pub struct Report {
     pub edu: Arc<EduCounters>,
     /// MSIs signalled into KVM (device and IOMMU interrupts).
     pub msis: u64,
+    /// The irqchip mode.
+    pub irq: IrqMode,
+    /// Messages sent by the VMM's IO-APIC (split mode).
+    pub ioapic_msis: u64,
+    /// Interrupt-remapping outcomes per source (`edu`, `ioapic`) in split mode.
+    pub remapped: Vec<(&'static str, Arc<IrCounters>)>,
 }
 
 impl Report {
@@ -178,6 +193,30 @@ impl Report {
         ));
         w.push(format!("edu_msis={}", e.msis.load(Ordering::Relaxed)));
         w.push(format!("msis={}", self.msis));
+        w.push(format!(
+            "irq={}",
+            match self.irq {
+                IrqMode::Kernel => "kernel",
+                IrqMode::Split => "split",
+            }
+        ));
+        if self.irq == IrqMode::Split {
+            w.push(format!("ioapic_msis={}", self.ioapic_msis));
+        }
+        for (name, c) in &self.remapped {
+            w.push(format!(
+                "{name}_ir_remapped={}",
+                c.remapped.load(Ordering::Relaxed)
+            ));
+            w.push(format!(
+                "{name}_ir_passed={}",
+                c.passed.load(Ordering::Relaxed)
+            ));
+            w.push(format!(
+                "{name}_ir_refused={}",
+                c.refused.load(Ordering::Relaxed)
+            ));
+        }
         w.join(" ")
     }
 }
@@ -203,14 +242,50 @@ impl MsiSink for KvmMsi {
     }
 }
 
-/// The serial port's interrupt: an eventfd registered as irqfd for GSI 4.
-struct IrqLine(EventFd);
+/// The serial port's interrupt: an eventfd registered as irqfd for GSI 4 (in-kernel
+/// irqchip), or an edge on pin 4 of the VMM's IO-APIC (split).
+enum IrqLine {
+    Irqfd(EventFd),
+    Ioapic(Arc<Mutex<Ioapic>>, usize),
+}
 
 impl Trigger for IrqLine {
     type E = std::io::Error;
     fn trigger(&self) -> std::io::Result<()> {
-        self.0.write(1)
+        match self {
+            IrqLine::Irqfd(e) => e.write(1),
+            IrqLine::Ioapic(io, pin) => {
+                lock(io).pulse(*pin);
+                Ok(())
+            }
+        }
     }
+}
+
+/// The IO-APIC's lock; a panic elsewhere while holding it leaves consistent register state.
+fn lock(io: &Mutex<Ioapic>) -> std::sync::MutexGuard<'_, Ioapic> {
+    io.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Enables split irqchip (KVM's local APIC only; `ioapic::PINS` GSIs reserved for the
+/// VMM's IO-APIC) and the x2APIC API (32-bit destination ids in `address_hi` 31:8 of
+/// `KVM_SIGNAL_MSI`, the layout of `Interrupt::to_msi`; no 0xff broadcast quirk). Both
+/// before any vCPU exists.
+fn enable_split_irqchip(vm: &VmFd) -> Result<(), VmError> {
+    let mut cap = kvm_enable_cap {
+        cap: KVM_CAP_SPLIT_IRQCHIP,
+        ..Default::default()
+    };
+    cap.args[0] = ioapic::PINS as u64;
+    vm.enable_cap(&cap)
+        .map_err(|e| VmError::Kvm("enable split irqchip", e))?;
+    let mut cap = kvm_enable_cap {
+        cap: KVM_CAP_X2APIC_API,
+        ..Default::default()
+    };
+    cap.args[0] = u64::from(KVM_X2APIC_API_USE_32BIT_IDS | KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK);
+    vm.enable_cap(&cap)
+        .map_err(|e| VmError::Kvm("enable x2APIC API", e))
 }
 
 /// Creates the VM and runs the guest until it powers off; then detaches the host backend
@@ -244,33 +319,58 @@ pub fn run(cfg: &VmConfig) -> Result<Report, VmError> {
         .map_err(|e| VmError::Kvm("set memory region", e))?;
     // Only needed on Intel; AMD ignores it.
     let _ = vm.set_tss_address(0xfffb_d000);
-    vm.create_irq_chip()
-        .map_err(|e| VmError::Kvm("create irqchip", e))?;
-    vm.create_pit2(kvm_pit_config {
-        flags: KVM_PIT_SPEAKER_DUMMY,
-        ..Default::default()
-    })
-    .map_err(|e| VmError::Kvm("create PIT", e))?;
+    let split = cfg.irq == IrqMode::Split;
+    if split {
+        enable_split_irqchip(&vm)?;
+    } else {
+        vm.create_irq_chip()
+            .map_err(|e| VmError::Kvm("create irqchip", e))?;
+        vm.create_pit2(kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        })
+        .map_err(|e| VmError::Kvm("create PIT", e))?;
+    }
 
     let msi = Arc::new(KvmMsi {
         vm: vm.clone(),
         sent: AtomicU64::new(0),
     });
-    let iommu = Iommu::new(cfg.iommu, mem.clone(), msi.clone());
+    let iommu = Iommu::new(cfg.iommu, mem.clone(), msi.clone(), split);
+    // Split mode: every interrupt source is an interrupt request to the IOMMU's remapper.
+    let remapper = if split { iommu.remapper() } else { None };
+    let mut remapped = Vec::new();
+    let mut source_sink = |name: &'static str, source: Option<u16>| -> Arc<dyn MsiSink> {
+        match (&remapper, source) {
+            (Some(r), Some(source)) => {
+                let s = RemappedSource::new(r.clone(), source, msi.clone());
+                remapped.push((name, s.counters()));
+                Arc::new(s)
+            }
+            _ => msi.clone(),
+        }
+    };
+    let edu_bdf = u16::from(EDU_DEVFN);
+    let edu_msi = source_sink("edu", Some(edu_bdf));
+    let ioapic = split.then(|| {
+        Arc::new(Mutex::new(Ioapic::new(
+            IOAPIC_ID,
+            source_sink("ioapic", iommu.ioapic_source_id()),
+        )))
+    });
 
     // PCI bus 0.
     let mut bus = PciBus::new();
     bus.add(0, Box::new(HostBridge::new()));
-    let edu_bdf = u16::from(EDU_DEVFN);
     let edu_counters = match iommu.device_iommu(edu_bdf) {
         Some(di) => {
-            let edu = Edu::new(IommuMemory::new(mem.clone(), di, true, ()), msi.clone());
+            let edu = Edu::new(IommuMemory::new(mem.clone(), di, true, ()), edu_msi);
             let c = edu.counters();
             bus.add(EDU_DEVFN, Box::new(edu));
             c
         }
         None => {
-            let edu = Edu::new(mem.clone(), msi.clone());
+            let edu = Edu::new(mem.clone(), edu_msi);
             let c = edu.counters();
             bus.add(EDU_DEVFN, Box::new(edu));
             c
@@ -322,7 +422,10 @@ pub fn run(cfg: &VmConfig) -> Result<Report, VmError> {
     // ACPI and the kernel.
     let tables = acpi::build(&AcpiConfig {
         cpus: 1,
-        iommu: iommu.acpi_table(&bus.devfns().into_iter().map(u16::from).collect::<Vec<_>>()),
+        iommu: iommu.acpi_table(
+            &bus.devfns().into_iter().map(u16::from).collect::<Vec<_>>(),
+            split,
+        ),
     })
     .map_err(VmError::Acpi)?;
     for (addr, bytes) in &tables.blobs {
@@ -340,13 +443,16 @@ pub fn run(cfg: &VmConfig) -> Result<Report, VmError> {
     .map_err(VmError::Boot)?;
 
     // Serial.
-    let serial_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(VmError::EventFd)?;
-    vm.register_irqfd(&serial_evt, layout::SERIAL_IRQ)
-        .map_err(|e| VmError::Kvm("register serial irqfd", e))?;
-    let mut serial = Serial::new(
-        IrqLine(serial_evt.try_clone().map_err(VmError::EventFd)?),
-        std::io::stdout(),
-    );
+    let serial_irq = match &ioapic {
+        Some(io) => IrqLine::Ioapic(io.clone(), layout::SERIAL_IRQ as usize),
+        None => {
+            let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(VmError::EventFd)?;
+            vm.register_irqfd(&evt, layout::SERIAL_IRQ)
+                .map_err(|e| VmError::Kvm("register serial irqfd", e))?;
+            IrqLine::Irqfd(evt)
+        }
+    };
+    let mut serial = Serial::new(serial_irq, std::io::stdout());
 
     // vCPU 0.
     let mut vcpu = vm
@@ -355,11 +461,24 @@ pub fn run(cfg: &VmConfig) -> Result<Report, VmError> {
     let mut cpuid = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(|e| VmError::Kvm("get supported CPUID", e))?;
+    let tsc_deadline = kvm.check_extension(Cap::TscDeadlineTimer);
     for e in cpuid.as_mut_slice() {
         if e.function == 1 {
             // Initial APIC id 0, one logical processor.
             e.ebx &= 0x0000_ffff;
             e.ebx |= 1 << 16;
+            if split {
+                // x2APIC (ECX 21) and, when KVM emulates it, the TSC-deadline timer
+                // (ECX 24), which KVM leaves to userspace to expose: with it and ARAT
+                // Linux needs no PIT (`apic_needs_pit`), which split mode does not have.
+                e.ecx |= 1 << 21;
+                // The hypervisor bit (ECX 31), so that Linux finds KVM's leaves and takes
+                // the TSC frequency from kvmclock: there is no PIT to calibrate against.
+                e.ecx |= 1 << 31;
+                if tsc_deadline {
+                    e.ecx |= 1 << 24;
+                }
+            }
         }
     }
     vcpu.set_cpuid2(&cpuid)
@@ -435,6 +554,11 @@ pub fn run(cfg: &VmConfig) -> Result<Report, VmError> {
                 Some((base, size)) if addr >= base && addr - base < size => {
                     iommu.mmio_read(addr - base, data)
                 }
+                _ if let Some(io) = &ioapic
+                    && (layout::IOAPIC..layout::IOAPIC + ioapic::WINDOW).contains(&addr) =>
+                {
+                    lock(io).mmio_read(addr - layout::IOAPIC, data)
+                }
                 _ => {
                     if !bus.mmio_read(addr, data) {
                         data.fill(0xff);
@@ -445,10 +569,20 @@ pub fn run(cfg: &VmConfig) -> Result<Report, VmError> {
                 Some((base, size)) if addr >= base && addr - base < size => {
                     iommu.mmio_write(addr - base, data)
                 }
+                _ if let Some(io) = &ioapic
+                    && (layout::IOAPIC..layout::IOAPIC + ioapic::WINDOW).contains(&addr) =>
+                {
+                    lock(io).mmio_write(addr - layout::IOAPIC, data)
+                }
                 _ => {
                     bus.mmio_write(addr, data);
                 }
             },
+            VcpuExit::IoapicEoi(vector) => {
+                if let Some(io) = &ioapic {
+                    lock(io).eoi(vector);
+                }
+            }
             VcpuExit::Shutdown => break StopReason::Shutdown,
             VcpuExit::Hlt => break StopReason::Shutdown,
             VcpuExit::SystemEvent(t, _) => {
@@ -482,6 +616,9 @@ pub fn run(cfg: &VmConfig) -> Result<Report, VmError> {
         teardown_error,
         edu: edu_counters,
         msis: msi.sent.load(Ordering::Relaxed),
+        irq: cfg.irq,
+        ioapic_msis: ioapic.as_ref().map_or(0, |io| lock(io).sent()),
+        remapped,
     })
 }
 
