@@ -65,9 +65,24 @@ pub const MAX_DMA_LEN: usize = 1 << 30;
 
 /// How many times [`DeviceIommu`] asks the model again when invalidations keep racing with its
 /// fills before it fails the access. Bounded so a guest flooding invalidations cannot spin a
-/// device thread forever, and large enough (with a yield after each lost race) that a storm of
-/// legitimate invalidations does not fail DMA that hardware would complete.
+/// device thread forever, and large enough (with a growing back-off after each lost race, see
+/// [`backoff`]) that a storm of legitimate invalidations does not fail DMA that hardware would
+/// complete: the attempts span about 50 ms, far longer than any invalidation burst a driver
+/// issues, even on an overloaded host.
 pub const MAX_FILL_ATTEMPTS: u32 = 64;
+
+/// Waits after lost race number `attempt`: a yield for the first few (the invalidating
+/// thread usually finishes at once), then sleeps doubling from 1 µs up to 1 ms, so a thread
+/// that keeps losing stops competing with the invalidations for the CPU.
+fn backoff(attempt: u32) {
+    const YIELDS: u32 = 8;
+    if attempt < YIELDS {
+        std::thread::yield_now();
+    } else {
+        let micros = 1u64 << (attempt - YIELDS).min(10);
+        std::thread::sleep(std::time::Duration::from_micros(micros));
+    }
+}
 
 /// One DMA request as the IOMMU sees it on the bus.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -351,7 +366,7 @@ impl Iommu for DeviceIommu {
         };
         let need = Perm::from_vm_memory(access);
         let budget = (end - align_down(start, PAGE_SIZE_4K)) / PAGE_SIZE_4K + 2;
-        for _ in 0..MAX_FILL_ATTEMPTS {
+        for attempt in 0..MAX_FILL_ATTEMPTS {
             let guard = self.tlb.read();
             let ticket = self.tlb.ticket_locked(&guard);
             let fails = match Iotlb::lookup(guard, iova, length, access) {
@@ -373,7 +388,7 @@ impl Iommu for DeviceIommu {
             match self.tlb.fill(ticket, &fills) {
                 Ok(()) => {}
                 // Let the invalidating thread finish before asking the model again.
-                Err(FillError::Raced) => std::thread::yield_now(),
+                Err(FillError::Raced) => backoff(attempt),
             }
         }
         Err(cannot_resolve(
