@@ -23,12 +23,12 @@
 
 use crate::pagetable::{AmdV1Format, MAX_LEVELS, PTE_ADDR_MASK};
 use arbitrary::Arbitrary;
-use std::sync::atomic::Ordering;
 use viommu_shared::fuzz_support::check_enumeration;
+use viommu_shared::fuzz_support::walker::{enumerate, masked_range, store_entry};
 use viommu_shared::pt::{ByteOrder, Leaf, PageTableFormat, WalkLimits, Walker};
 use viommu_shared::testing::guest_memory;
 use viommu_shared::{AddrRange, Perm};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::GuestMemoryMmap;
 
 /// Guest RAM of the target: 16 pages at 0; everything above is a hole.
 pub const RAM: u64 = 16 * 4096;
@@ -130,19 +130,7 @@ impl Input {
     /// The IOVA range walked.
     pub fn range(&self, fmt: &AmdV1Format) -> AddrRange {
         let h = &self.header;
-        let bits = fmt.iova_bits();
-        let start = if bits >= 64 {
-            h.start
-        } else {
-            h.start & ((1u64 << bits) - 1)
-        };
-        let len_bits = u32::from(h.len_bits % 65);
-        let len = if len_bits == 64 {
-            h.len
-        } else {
-            h.len & ((1u64 << len_bits) - 1)
-        };
-        AddrRange::from_len(start, len)
+        masked_range(h.start, h.len, h.len_bits, fmt.iova_bits())
     }
 
     /// Encodes the input so that [`decode`](Self::decode) gives it back.
@@ -173,9 +161,7 @@ pub fn memory(input: &Input, fmt: &AmdV1Format) -> GuestMemoryMmap {
         for i in 0..count {
             // Replicas stay inside the table page of the first slot.
             let slot = (first & !511) | ((first + i) & 511);
-            let addr = (slot * 8) % RAM;
-            let v = ByteOrder::Little.encode(value);
-            let _ = mem.store(v, GuestAddress(addr), Ordering::Relaxed);
+            store_entry(&mem, RAM, slot, ByteOrder::Little, value);
         }
     }
     mem
@@ -190,10 +176,7 @@ pub fn run(input: &Input) -> Result<(), String> {
         max_entries: WALK_ENTRIES,
     });
     let range = input.range(&fmt);
-    let mut leaves = Vec::new();
-    let complete = w
-        .for_each_leaf(range, &mut |l| leaves.push(l), &mut |_| {})
-        .is_ok();
+    let (leaves, complete) = enumerate(&w, range);
     check_walk(&fmt, &w, range, &leaves, complete, &input.header.lookups)
 }
 

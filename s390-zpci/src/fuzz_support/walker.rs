@@ -16,12 +16,12 @@ use crate::format::{
     Designation, DmaTableFormat, PTE_FRAME_MASK, SEGMENT_FRAME_MASK, invalid_entry, level,
 };
 use arbitrary::Arbitrary;
-use std::sync::atomic::Ordering;
+use viommu_shared::fuzz_support::walker::{enumerate, masked_range, store_entry};
 use viommu_shared::fuzz_support::{check_enumeration, check_lookups};
 use viommu_shared::pt::{ByteOrder, EncodeFormat, Leaf, PageTableFormat, WalkLimits, Walker};
 use viommu_shared::testing::guest_memory;
 use viommu_shared::{AddrRange, Perm};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::GuestMemoryMmap;
 
 /// Guest RAM of the target: 32 pages (8 region or segment tables) at 0; everything above is
 /// a hole.
@@ -128,19 +128,7 @@ impl Input {
     /// The IOVA range walked.
     pub fn range(&self, fmt: &DmaTableFormat) -> AddrRange {
         let h = &self.header;
-        let bits = fmt.iova_bits();
-        let start = if bits >= 64 {
-            h.start
-        } else {
-            h.start & ((1u64 << bits) - 1)
-        };
-        let len_bits = u32::from(h.len_bits % 65);
-        let len = if len_bits == 64 {
-            h.len
-        } else {
-            h.len & ((1u64 << len_bits) - 1)
-        };
-        AddrRange::from_len(start, len)
+        masked_range(h.start, h.len, h.len_bits, fmt.iova_bits())
     }
 
     /// Encodes the input so that [`decode`](Self::decode) gives it back.
@@ -167,9 +155,8 @@ impl Input {
 pub fn memory(input: &Input, fmt: &DmaTableFormat) -> GuestMemoryMmap {
     let mem = guest_memory(&[(0, RAM as usize)]);
     for w in &input.writes {
-        let addr = (u64::from(w.slot) * 8) % RAM;
-        let value = ByteOrder::Big.encode(entry_value(fmt, w));
-        let _ = mem.store(value, GuestAddress(addr), Ordering::Relaxed);
+        let value = entry_value(fmt, w);
+        store_entry(&mem, RAM, u64::from(w.slot), ByteOrder::Big, value);
     }
     mem
 }
@@ -183,10 +170,7 @@ pub fn run(input: &Input) -> Result<(), String> {
         max_entries: WALK_ENTRIES,
     });
     let range = input.range(&fmt);
-    let mut leaves = Vec::new();
-    let complete = w
-        .for_each_leaf(range, &mut |l| leaves.push(l), &mut |_| {})
-        .is_ok();
+    let (leaves, complete) = enumerate(&w, range);
     check_walk(&fmt, &w, range, &leaves, complete, &input.header.lookups)
 }
 

@@ -2,11 +2,11 @@
 
 use super::oracle::{check_enumeration, check_lookups};
 use crate::addr::AddrRange;
-use crate::pt::{ByteOrder, Leaf, WalkLimits, Walker};
+use crate::pt::{ByteOrder, Leaf, PageTableFormat, WalkLimits, Walker};
 use crate::testing::{RadixFormat, guest_memory};
 use arbitrary::{Arbitrary, Unstructured};
 use std::sync::atomic::Ordering;
-use vm_memory::{Bytes, GuestAddress};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 /// Guest RAM of the target: 16 pages at 0; everything above is a hole.
 const RAM: u64 = 16 * 4096;
@@ -75,4 +75,37 @@ pub fn walker(data: &[u8]) {
     if let Err(e) = check_lookups(&|a| w.lookup(a), range, &leaves, done, &probes) {
         panic!("lookup oracle: {e}");
     }
+}
+
+/// The IOVA range a per-format walker input names: `start` masked to the format's
+/// `iova_bits`, `len` masked to `len_bits % 65` bits (so every length scale is reached).
+pub fn masked_range(start: u64, len: u64, len_bits: u8, iova_bits: u32) -> AddrRange {
+    let mask = |v: u64, bits: u32| {
+        if bits >= 64 {
+            v
+        } else {
+            v & ((1u64 << bits) - 1)
+        }
+    };
+    AddrRange::from_len(mask(start, iova_bits), mask(len, u32::from(len_bits % 65)))
+}
+
+/// Stores table entry `value` in byte order `order` at entry slot `slot` of the `ram` bytes
+/// of guest memory at 0 (slots wrap around); a store that fails is skipped.
+pub fn store_entry(mem: &GuestMemoryMmap, ram: u64, slot: u64, order: ByteOrder, value: u64) {
+    let addr = slot.wrapping_mul(8) % ram;
+    let _ = mem.store(order.encode(value), GuestAddress(addr), Ordering::Relaxed);
+}
+
+/// Enumerates `range` through `w`: the leaves, and whether the walk completed (did not stop
+/// at its work limit).
+pub fn enumerate<F: PageTableFormat + ?Sized>(
+    w: &Walker<'_, F, GuestMemoryMmap>,
+    range: AddrRange,
+) -> (Vec<Leaf>, bool) {
+    let mut leaves = Vec::new();
+    let complete = w
+        .for_each_leaf(range, &mut |l| leaves.push(l), &mut |_| {})
+        .is_ok();
+    (leaves, complete)
 }
