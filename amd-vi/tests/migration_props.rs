@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use viommu_amd_vi::fuzz_support::migration::{Migration, run_migrated};
 use viommu_amd_vi::fuzz_support::model::{Cmd, Input, Op, Setup};
 use viommu_amd_vi::regs::{control, offset};
-use viommu_shared::fuzz_support::XorShift;
+use viommu_shared::fuzz_support::migration::every_split_of_random_inputs;
 
 /// A Linux-like guest: the initialised setup, and only table updates, flushes, well-formed
 /// commands, DMA, resets and host changes (hostile inputs keep everything).
@@ -124,26 +124,5 @@ fn logged_events_and_queued_commands_survive() {
 /// resources, as at runtime; guest-visible behaviour is unchanged).
 #[test]
 fn every_split_and_smaller_destination_hosts() {
-    let mut rng = XorShift::new(0x13);
-    for case in 0..24 {
-        let len = 100 + (rng.next_u64() % 500) as usize;
-        let Some(input) = Input::decode(&rng.bytes(len)) else {
-            continue;
-        };
-        let input = if case % 2 == 0 {
-            linux_like(input)
-        } else {
-            input
-        };
-        for split in (0..=input.ops.len()).step_by(5) {
-            let m = Migration {
-                split,
-                attach_after: split % 2 == 1,
-                limit: (case % 3 == 0).then_some(2),
-            };
-            if let Err(e) = run_migrated(&input, m) {
-                panic!("case {case}: {e}\n{input:#?}\n{m:?}");
-            }
-        }
-    }
+    every_split_of_random_inputs(24, Input::decode, linux_like, |i| i.ops.len(), run_migrated);
 }

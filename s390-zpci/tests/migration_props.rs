@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use viommu_s390_zpci::fuzz_support::migration::{Migration, run_migrated};
 use viommu_s390_zpci::fuzz_support::model::{FID, Input, Op, PAL, SDMA, Setup, World};
 use viommu_s390_zpci::{Cc, ModelError, status};
-use viommu_shared::fuzz_support::XorShift;
+use viommu_shared::fuzz_support::migration::every_split_of_random_inputs;
 
 /// A Linux-like guest: the registered setup, and only table edits, RPCITs, DMA,
 /// re-registration and host changes (hostile inputs keep everything).
@@ -182,28 +182,7 @@ fn restore_onto_other_functions_is_refused() {
 /// whose host holds fewer entries.
 #[test]
 fn every_split_and_smaller_destination_hosts() {
-    let mut rng = XorShift::new(0x13);
-    for case in 0..12 {
-        let len = 100 + (rng.next_u64() % 500) as usize;
-        let Some(input) = Input::decode(&rng.bytes(len)) else {
-            continue;
-        };
-        let input = if case % 2 == 0 {
-            linux_like(input)
-        } else {
-            input
-        };
-        for split in (0..=input.ops.len()).step_by(5) {
-            let m = Migration {
-                split,
-                attach_after: split % 2 == 1,
-                limit: (case % 3 == 0).then_some(2),
-            };
-            if let Err(e) = run_migrated(&input, m) {
-                panic!("case {case}: {e}\n{input:#?}\n{m:?}");
-            }
-        }
-    }
+    every_split_of_random_inputs(12, Input::decode, linux_like, |i| i.ops.len(), run_migrated);
 }
 
 /// Streams naming a function twice, or a handle index twice, are refused and leave the

@@ -6,7 +6,7 @@
 //! final flush.
 
 use proptest::prelude::*;
-use viommu_shared::fuzz_support::XorShift;
+use viommu_shared::fuzz_support::migration::every_split_of_random_inputs;
 use viommu_vtd::fuzz_support::migration::{Migration, run_migrated};
 use viommu_vtd::fuzz_support::model::{DEV, Desc, Input, Op, Setup};
 
@@ -138,26 +138,5 @@ fn pending_fault_and_queued_invalidations_survive() {
 /// resources, as at runtime; guest-visible behaviour is unchanged).
 #[test]
 fn every_split_and_smaller_destination_hosts() {
-    let mut rng = XorShift::new(0x13);
-    for case in 0..24 {
-        let len = 100 + (rng.next_u64() % 500) as usize;
-        let Some(input) = Input::decode(&rng.bytes(len)) else {
-            continue;
-        };
-        let input = if case % 2 == 0 {
-            linux_like(input)
-        } else {
-            input
-        };
-        for split in (0..=input.ops.len()).step_by(5) {
-            let m = Migration {
-                split,
-                attach_after: split % 2 == 1,
-                limit: (case % 3 == 0).then_some(2),
-            };
-            if let Err(e) = run_migrated(&input, m) {
-                panic!("case {case}: {e}\n{input:#?}\n{m:?}");
-            }
-        }
-    }
+    every_split_of_random_inputs(24, Input::decode, linux_like, |i| i.ops.len(), run_migrated);
 }

@@ -25,16 +25,7 @@ use viommu_shared::host::SharedSimHost;
 use viommu_shared::regs::RecordingMsiSink;
 use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryRegion};
 
-/// How the migrated run moves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Migration {
-    /// Steps run before the snapshot.
-    pub split: usize,
-    /// Attach the destination's host after the restore instead of before.
-    pub attach_after: bool,
-    /// The destination host's entry limit (`None`: the source's).
-    pub limit: Option<u32>,
-}
+pub use viommu_shared::fuzz_support::migration::Migration;
 
 /// A restore's or attach's answer: out of resources is acceptable (and noted).
 fn accept(r: Result<(), ModelError>, oor: &mut bool) -> Result<(), String> {

@@ -131,3 +131,39 @@ pub fn run_migrated<W: MigrationWorld>(
     migrated.detach_all()?;
     reference.detach_all()
 }
+
+/// The split-everywhere property of a model's migration runner: `cases` pseudo-random inputs
+/// (every other one made Linux-like by `linux_like`), each migrated at every fifth step with
+/// the attach order alternating and, every third case, a destination host of two entries
+/// (its restore reclaims and reports out of resources, as at runtime). Panics with the case,
+/// input and migration on the first failure of `run`.
+pub fn every_split_of_random_inputs<I: Debug>(
+    cases: usize,
+    decode: impl Fn(&[u8]) -> Option<I>,
+    linux_like: impl Fn(I) -> I,
+    steps: impl Fn(&I) -> usize,
+    run: impl Fn(&I, Migration) -> Result<(), String>,
+) {
+    let mut rng = super::XorShift::new(0x13);
+    for case in 0..cases {
+        let len = 100 + (rng.next_u64() % 500) as usize;
+        let Some(input) = decode(&rng.bytes(len)) else {
+            continue;
+        };
+        let input = if case % 2 == 0 {
+            linux_like(input)
+        } else {
+            input
+        };
+        for split in (0..=steps(&input)).step_by(5) {
+            let m = Migration {
+                split,
+                attach_after: split % 2 == 1,
+                limit: (case % 3 == 0).then_some(2),
+            };
+            if let Err(e) = run(&input, m) {
+                panic!("case {case}: {e}\n{input:#?}\n{m:?}");
+            }
+        }
+    }
+}
