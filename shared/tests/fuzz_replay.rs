@@ -2,7 +2,9 @@
 //! `fuzz/corpus/<target>/` and a few thousand deterministic pseudo-random inputs. Also shows
 //! that the oracles do reject inconsistent states.
 
-use viommu_shared::fuzz_support::{self, check_enumeration, check_record_matches_host};
+use viommu_shared::fuzz_support::{
+    self, check_enumeration, check_mappings_match_host, check_record_matches_host,
+};
 use viommu_shared::host::{HostDma, SimHost, SimHostConfig};
 use viommu_shared::pt::Leaf;
 use viommu_shared::shadow::{Record, ShadowMapping};
@@ -63,4 +65,21 @@ fn record_oracle_rejects_a_record_that_differs_from_the_host() {
     // Or misses a mapping the host holds.
     host.map(0x8000, 0x9000, 0x1000, Perm::RW).unwrap();
     assert!(check_record_matches_host(&rec, &host).is_err());
+    // The same oracle over a model's mapping list: equal, one short, one too many.
+    let mut maps: Vec<ShadowMapping> = rec.iter().copied().collect();
+    assert!(check_mappings_match_host(&maps, &host).is_err());
+    maps.push(ShadowMapping {
+        iova: 0x8000,
+        gpa: 0x9000,
+        size: 0x1000,
+        perm: Perm::RW,
+    });
+    assert!(check_mappings_match_host(&maps, &host).is_ok());
+    maps.push(ShadowMapping {
+        iova: 0xa000,
+        gpa: 0x9000,
+        size: 0x1000,
+        perm: Perm::RW,
+    });
+    assert!(check_mappings_match_host(&maps, &host).is_err());
 }

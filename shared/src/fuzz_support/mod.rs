@@ -14,7 +14,9 @@ pub mod stream;
 pub mod walker;
 
 pub use encode::Encoder;
-pub use oracle::{check_enumeration, check_lookups, check_record_matches_host};
+pub use oracle::{
+    check_enumeration, check_lookups, check_mappings_match_host, check_record_matches_host,
+};
 pub use shadow::shadow;
 pub use stream::hostile_stream;
 pub use walker::walker;

@@ -4,7 +4,7 @@
 use crate::addr::AddrRange;
 use crate::host::SimHost;
 use crate::pt::{Leaf, WalkFault};
-use crate::shadow::Record;
+use crate::shadow::{Record, ShadowMapping};
 
 /// Leaves from one enumeration of `range` must be in IOVA order, non-overlapping,
 /// power-of-two sized (at least 4 KiB), aligned to their size, and intersect `range`.
@@ -31,19 +31,38 @@ pub fn check_enumeration(leaves: &[Leaf], range: AddrRange) -> Result<(), String
 
 /// The engine's record must equal what the host holds, mapping for mapping.
 pub fn check_record_matches_host(record: &Record, host: &SimHost) -> Result<(), String> {
-    let rec: Vec<(u64, u64, u64)> = record.iter().map(|m| (m.iova, m.gpa, m.size)).collect();
-    let got: Vec<(u64, u64, u64)> = host
-        .mappings()
-        .iter()
-        .map(|m| (m.iova, m.gpa, m.size))
-        .collect();
-    if rec != got {
-        return Err(format!("record {rec:x?} != host {got:x?}"));
+    check_mappings_match_host(record.iter(), host)
+}
+
+/// `mappings`, in IOVA order (as a [`Record`] lists them, or a model's `host_mappings`), must
+/// equal what the host holds, mapping for mapping, permissions included. Compares in one pass
+/// without copying either side (the model targets check this after every step).
+pub fn check_mappings_match_host<'a, I>(mappings: I, host: &SimHost) -> Result<(), String>
+where
+    I: IntoIterator<Item = &'a ShadowMapping> + Clone,
+{
+    let mut ours = mappings.clone().into_iter();
+    let mut theirs = host.iter_mappings();
+    let mut perms_equal = true;
+    loop {
+        match (ours.next(), theirs.next()) {
+            (None, None) => break,
+            (Some(a), Some(b)) if (a.iova, a.gpa, a.size) == (b.iova, b.gpa, b.size) => {
+                perms_equal &= a.perm == b.perm;
+            }
+            _ => {
+                let rec: Vec<(u64, u64, u64)> = mappings
+                    .into_iter()
+                    .map(|m| (m.iova, m.gpa, m.size))
+                    .collect();
+                let got: Vec<(u64, u64, u64)> = host
+                    .iter_mappings()
+                    .map(|m| (m.iova, m.gpa, m.size))
+                    .collect();
+                return Err(format!("record {rec:x?} != host {got:x?}"));
+            }
+        }
     }
-    let perms_equal = record
-        .iter()
-        .zip(host.mappings())
-        .all(|(a, b)| a.perm == b.perm);
     if !perms_equal {
         return Err("record and host disagree on permissions".into());
     }

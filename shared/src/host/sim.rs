@@ -207,6 +207,11 @@ impl SimHost {
 
     /// Current mappings in IOVA order.
     pub fn mappings(&self) -> Vec<HostMapping> {
+        self.iter_mappings().collect()
+    }
+
+    /// Current mappings in IOVA order, without copying them into a vector.
+    pub fn iter_mappings(&self) -> impl Iterator<Item = HostMapping> + '_ {
         self.maps
             .iter()
             .map(|(&iova, &(size, gpa, perm))| HostMapping {
@@ -215,7 +220,6 @@ impl SimHost {
                 size,
                 perm,
             })
-            .collect()
     }
 
     /// Number of mappings held.

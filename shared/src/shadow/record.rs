@@ -94,7 +94,7 @@ impl Record {
     }
 
     /// All mappings in IOVA order.
-    pub fn iter(&self) -> impl Iterator<Item = &ShadowMapping> {
+    pub fn iter(&self) -> impl Iterator<Item = &ShadowMapping> + Clone {
         self.by_iova.values()
     }
 

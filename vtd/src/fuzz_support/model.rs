@@ -8,7 +8,7 @@
 //!
 //! Oracles, after every step ([`World::check`]): only defined GSTS/FSTS bits are set; IQH
 //! stays inside the queue latched by QIE and aligned to its descriptor size; the host holds
-//! exactly the shadow's record ([`check_record_matches_host`]) and never guest-physical
+//! exactly the shadow's record ([`check_mappings_match_host`]) and never guest-physical
 //! 0xFEEx_xxxx. After a completed global (or, in legacy mode, page-selective) IOTLB
 //! invalidation every host mapping in the invalidated range is a translation the guest's
 //! tables give right now, with no more permission (the invalidation is a barrier). Emulated
@@ -30,14 +30,14 @@ use arbitrary::{Arbitrary, Unstructured};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use viommu_shared::dma::{DmaRequest, DmaTranslate};
-use viommu_shared::fuzz_support::check_record_matches_host;
+use viommu_shared::fuzz_support::check_mappings_match_host;
 use viommu_shared::host::{HostDma, HostFlavour, SharedSimHost, SimHostConfig};
 use viommu_shared::irq::{
     DeliveryMode, DestinationMode, Interrupt, InterruptRemapper, RemapMode, RouteTable, TriggerMode,
 };
 use viommu_shared::pt::WalkLimits;
 use viommu_shared::regs::{Msi, RecordingMsiSink};
-use viommu_shared::shadow::{GuestView, Record, ShadowConfig};
+use viommu_shared::shadow::{GuestView, ShadowConfig};
 use viommu_shared::testing::guest_memory;
 use viommu_shared::{AddrRange, Perm};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -986,13 +986,9 @@ impl World {
             return Err(format!("IQH {iqh:#x} with queued invalidation off"));
         }
         // The host holds exactly what the shadow recorded, and never the interrupt range.
-        let mut record = Record::default();
         let maps = v.host_mappings(u32::from(DEV)).unwrap_or_default();
-        for m in &maps {
-            record.insert(*m);
-        }
         self.host
-            .with(|h| check_record_matches_host(&record, h))
+            .with(|h| check_mappings_match_host(&maps, h))
             .map_err(|e| format!("host oracle: {e}"))?;
         if let Some(m) = maps
             .iter()
