@@ -164,12 +164,17 @@ impl Inner {
                 if !gn {
                     let range = invalidation_range(address, size);
                     self.iotlb.invalidate_range(u64::from(domain_id), range);
-                    for (&rid, shadow) in exec.shadows.iter_mut() {
-                        if shadow.mode.domain_id() == Some(domain_id)
-                            && matches!(shadow.mode, DeviceMode::Translated { .. })
-                        {
-                            errors.keep(self.sync_shadow(rid, shadow, range));
-                        }
+                    let rids: Vec<u16> = exec
+                        .shadows
+                        .iter()
+                        .filter(|(_, shadow)| {
+                            shadow.mode.domain_id() == Some(domain_id)
+                                && matches!(shadow.mode, DeviceMode::Translated { .. })
+                        })
+                        .map(|(&rid, _)| rid)
+                        .collect();
+                    for rid in rids {
+                        errors.keep(self.sync_device(&mut exec.shadows, rid, range));
                     }
                 }
             }
@@ -208,13 +213,14 @@ impl Inner {
     ) -> Result<(), AmdViError> {
         let snap = self.snapshot();
         let mut errors = FirstError::default();
-        for (&rid, shadow) in exec.shadows.iter_mut() {
+        let rids: Vec<u16> = exec.shadows.keys().copied().collect();
+        for rid in rids {
             let entry = self.alias_of(rid);
             if device_id.is_some_and(|d| d != entry) {
                 continue;
             }
             let mode = self.resolve(entry, &snap);
-            errors.keep(self.retarget(rid, shadow, mode, always));
+            errors.keep(self.retarget(&mut exec.shadows, rid, mode, always));
         }
         errors.into_result()
     }

@@ -175,10 +175,10 @@ impl AmdVi {
             let _ = engine.reserve_gpa(&EmptyView, hole);
         }
         exec.memory.prepare(&mut engine);
-        let mut shadow = HostShadow::new(engine, mode);
-        let result = self.inner.sync_shadow(device_id, &mut shadow, EVERYTHING);
-        exec.shadows.insert(device_id, shadow);
-        result
+        exec.shadows
+            .insert(device_id, HostShadow::new(engine, mode));
+        self.inner
+            .sync_device(&mut exec.shadows, device_id, EVERYTHING)
     }
 
     /// Removes every host mapping of `device_id` and forgets its host backend (dropped here).
@@ -240,13 +240,9 @@ impl AmdVi {
             .queue_irq_invalidation(&mut exec, IrInvalidation::Source(device_id));
         self.inner.flush_irq_notifications(&mut exec);
         let snap = self.inner.snapshot();
-        match exec.shadows.get_mut(&device_id) {
-            Some(shadow) => {
-                let mode = self.inner.resolve(alias, &snap);
-                self.inner.retarget(device_id, shadow, mode, false)
-            }
-            None => Ok(()),
-        }
+        let mode = self.inner.resolve(alias, &snap);
+        self.inner
+            .retarget(&mut exec.shadows, device_id, mode, false)
     }
 
     /// Delivers an interrupt request of emulated device (or IOAPIC/HPET) `source`: remaps

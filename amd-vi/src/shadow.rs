@@ -14,8 +14,10 @@
 //! Passthrough DMA is not seen by the model, so a malformed entry or table of a passthrough
 //! device raises no event; the device is blocked (or the malformed part left unmapped).
 //!
-//! Host out of resources: `sync_or_reclaim` (sync; on failure a full re-sync that maps the range first);
-//! what still does not fit stays unmapped, is counted, and is returned as
+//! Host out of resources: `sync_or_reclaim` (sync; on failure a full re-sync that maps the
+//! range first), then a reclaim of the other devices' spaces and one retry if that freed
+//! anything ([`PeerReclaim`], as VT-d does); what still does not fit stays unmapped, is
+//! counted, and is returned as
 //! [`AmdViError::HostOutOfResources`] from the call that processed the command. The span of
 //! what is missing is remembered and retried (without a reclaim) after every later
 //! successful sync of the device, so mappings come back as soon as the guest frees host
@@ -26,11 +28,12 @@ use crate::error::AmdViError;
 use crate::shared_state::{Exec, Inner};
 use crate::stats;
 use crate::view::with_view;
+use std::collections::BTreeMap;
 use viommu_shared::AddrRange;
 use viommu_shared::host::HostDma;
 use viommu_shared::memory::{DmaMapping, GuestMemoryState, MemoryEvent};
 use viommu_shared::pt::Run;
-use viommu_shared::shadow::{ShadowEngine, ShadowError, SyncReport};
+use viommu_shared::shadow::{PeerReclaim, ShadowEngine, ShadowError, SyncReport};
 
 /// The whole IOVA space.
 pub const EVERYTHING: AddrRange = AddrRange::new(0, u64::MAX);
@@ -66,30 +69,130 @@ fn hull(runs: &[Run]) -> Option<AddrRange> {
     ))
 }
 
+/// One device's sync and, after a success, the retry of what it still missed.
+type EngineResult = (
+    Result<SyncReport, ShadowError>,
+    Option<Result<SyncReport, ShadowError>>,
+);
+
+/// Passthrough devices by requester id.
+pub type Shadows = BTreeMap<u16, HostShadow>;
+
 impl Inner {
-    /// Brings `range` of the device's host mappings to its current mode's view.
-    pub fn sync_shadow(
+    /// Brings `range` of device `device_id`'s host mappings to its current mode's view (a
+    /// device not attached is left alone). On host out-of-resources after the device's own
+    /// reclaim, reclaims every other device's space ([`PeerReclaim`]: they share the
+    /// process's pin budget) and retries once if that freed anything. Returns the device's
+    /// own error or, failing that, the first error of a peer its reclaim left short (every
+    /// one is counted and kept in the host-error history).
+    pub fn sync_device(
         &self,
+        shadows: &mut Shadows,
         device_id: u16,
-        shadow: &mut HostShadow,
         range: AddrRange,
     ) -> Result<(), AmdViError> {
+        let Some(shadow) = shadows.get_mut(&device_id) else {
+            return Ok(());
+        };
         stats::add(&self.stats.shadow_syncs, 1);
         if range == EVERYTHING {
             shadow.unmapped = None;
         }
+        let (mut result, mut retried) = self.sync_engine(shadow, range);
+        let mut peer_error = None;
+        if let Err(ShadowError::OutOfResources { report, .. }) = &result {
+            let (freed, error) = self.reclaim_peers(shadows, device_id);
+            peer_error = error;
+            if freed && let Some(shadow) = shadows.get_mut(&device_id) {
+                self.count(report);
+                (result, retried) = self.sync_engine(shadow, range);
+            }
+        }
+        let Some(shadow) = shadows.get_mut(&device_id) else {
+            return Ok(());
+        };
+        let own = self.settle(device_id, shadow, result, retried);
+        match peer_error {
+            Some(e) if own.is_ok() => Err(e),
+            _ => own,
+        }
+    }
+
+    /// `sync_or_reclaim` of `range`, then (if that succeeded) the retry of the span left
+    /// unmapped earlier.
+    fn sync_engine(&self, shadow: &mut HostShadow, range: AddrRange) -> EngineResult {
         let limits = self.config.shadow.walk_limits;
         let engine = &mut shadow.engine;
         let retry = shadow.unmapped;
-        let (result, retried) =
-            with_view(&shadow.mode, &self.mem, &self.identity, limits, |view| {
-                let result = engine.sync_or_reclaim(view, range);
-                let retried = match (&result, retry) {
-                    (Ok(_), Some(missing)) => Some(engine.sync(view, missing)),
-                    _ => None,
-                };
-                (result, retried)
-            });
+        with_view(&shadow.mode, &self.mem, &self.identity, limits, |view| {
+            let result = engine.sync_or_reclaim(view, range);
+            let retried = match (&result, retry) {
+                (Ok(_), Some(missing)) => Some(engine.sync(view, missing)),
+                _ => None,
+            };
+            (result, retried)
+        })
+    }
+
+    /// Reclaims (fully re-syncs) every device but `except`, counting what that did; returns
+    /// whether any host entry was freed and the first peer error.
+    fn reclaim_peers(&self, shadows: &mut Shadows, except: u16) -> (bool, Option<AmdViError>) {
+        let limits = self.config.shadow.walk_limits;
+        let peers = PeerReclaim::collect(shadows.iter_mut().filter(|(id, _)| **id != except).map(
+            |(&id, shadow)| {
+                let engine = &mut shadow.engine;
+                let result = with_view(&shadow.mode, &self.mem, &self.identity, limits, |view| {
+                    engine.reclaim(view)
+                });
+                // A full re-sync decides what is missing now (an unmap refusal stopped it
+                // before any map: the old span stands).
+                match &result {
+                    Ok(_) => shadow.unmapped = None,
+                    Err(ShadowError::OutOfResources { not_mapped, .. }) => {
+                        shadow.unmapped = hull(not_mapped)
+                    }
+                    Err(ShadowError::Unmap { .. }) => {}
+                }
+                (id, result)
+            },
+        ));
+        if peers.peers > 0 {
+            stats::add(&self.stats.host_reclaims, 1);
+        }
+        self.count(&peers.report);
+        let freed = peers.freed();
+        let mut first = None;
+        for (device_id, not_mapped) in peers.short {
+            stats::add(&self.stats.host_out_of_resources, 1);
+            let e = AmdViError::HostOutOfResources {
+                device_id,
+                not_mapped,
+            };
+            self.note_host_error(&e);
+            first.get_or_insert(e);
+        }
+        for (device_id, run, error) in peers.unmap_errors {
+            stats::add(&self.stats.host_unmap_errors, 1);
+            let e = AmdViError::HostUnmap {
+                device_id,
+                run,
+                error,
+            };
+            self.note_host_error(&e);
+            first.get_or_insert(e);
+        }
+        (freed, first)
+    }
+
+    /// Counts a device's sync results, updates the span it still misses, and turns a
+    /// failure into the error for the VMM (also kept in the host-error history).
+    fn settle(
+        &self,
+        device_id: u16,
+        shadow: &mut HostShadow,
+        result: Result<SyncReport, ShadowError>,
+        retried: Option<Result<SyncReport, ShadowError>>,
+    ) -> Result<(), AmdViError> {
         let mut retry_error = None;
         match retried {
             Some(Ok(report)) => {
@@ -159,20 +262,23 @@ impl Inner {
         }
     }
 
-    /// Switches the device to `mode`; when it differs from what the host reflects (or
-    /// `always`), re-syncs the whole space.
+    /// Switches device `device_id` to `mode`; when it differs from what the host reflects
+    /// (or `always`), re-syncs the whole space.
     pub fn retarget(
         &self,
+        shadows: &mut Shadows,
         device_id: u16,
-        shadow: &mut HostShadow,
         mode: DeviceMode,
         always: bool,
     ) -> Result<(), AmdViError> {
+        let Some(shadow) = shadows.get_mut(&device_id) else {
+            return Ok(());
+        };
         if shadow.mode == mode && !always {
             return Ok(());
         }
         shadow.mode = mode;
-        self.sync_shadow(device_id, shadow, EVERYTHING)
+        self.sync_device(shadows, device_id, EVERYTHING)
     }
 }
 
@@ -195,7 +301,11 @@ impl Inner {
             return (total, Ok(()));
         }
         let limits = self.config.shadow.walk_limits;
-        for (&device_id, shadow) in exec.shadows.iter_mut() {
+        let ids: Vec<u16> = exec.shadows.keys().copied().collect();
+        for device_id in ids {
+            let Some(shadow) = exec.shadows.get_mut(&device_id) else {
+                continue;
+            };
             let engine = &mut shadow.engine;
             let result = with_view(&shadow.mode, &self.mem, &self.identity, limits, |view| {
                 GuestMemoryState::apply_to_engine(engine, view, &change)
@@ -208,7 +318,7 @@ impl Inner {
                 Err(ShadowError::OutOfResources { report, .. }) => {
                     self.count(&report);
                     total.absorb(*report);
-                    first.keep(self.sync_shadow(device_id, shadow, EVERYTHING));
+                    first.keep(self.sync_device(&mut exec.shadows, device_id, EVERYTHING));
                 }
                 Err(ShadowError::Unmap { run, error, report }) => {
                     self.count(&report);

@@ -333,7 +333,75 @@ fn seed_inputs() -> Vec<Input> {
             ],
         });
     }
+    out.push(shared_budget_seed());
     out
+}
+
+/// Both hosts charge one pin budget of 32 pages, full after boot (16 pages each). Device 1
+/// keeps pages the guest dropped without invalidating them for it; device 2 (iommufd, no
+/// entry limit) then needs more than the budget has: its own reclaim frees nothing, the
+/// peer's reclaim of device 1 does.
+fn shared_budget_seed() -> Input {
+    Input {
+        setup: Setup {
+            limit: 0x60 | 1,
+            ..setup(3)
+        },
+        ops: vec![
+            Op::UnmapPages { index: 0, pages: 7 },
+            // Device 2 is in domain 1: it drops those 8 pages, device 1 keeps them.
+            flush(1, 0, 3),
+            Op::MapPages {
+                index: 32,
+                pages: 8,
+                frame: 300,
+                perm: 2,
+            },
+            flush(1, 32, 4),
+            dma(2, 0x2_0000, true),
+            Op::UnmapPages {
+                index: 32,
+                pages: 8,
+            },
+            Op::Flush {
+                domain: 0,
+                index: 0,
+                order: 0,
+                all: true,
+            },
+        ],
+    }
+}
+
+#[test]
+fn shared_budget_seed_runs_device_2_out_through_the_budget() {
+    let input = shared_budget_seed();
+    let mut w = World::new(input.setup).unwrap();
+    let pinned = |w: &World| {
+        w.hosts
+            .iter()
+            .map(|h| {
+                h.host
+                    .with(|x| x.iter_mappings().map(|m| m.size).sum::<u64>())
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(pinned(&w), vec![0x1_0000, 0x1_0000]);
+    for op in &input.ops {
+        w.step(op).unwrap();
+    }
+    // Only the budget can run device 2's host (iommufd) out; the peer reclaim moved device
+    // 1 to the guest's tables; at the end everything fits again.
+    let errors = w.iommu.take_host_errors();
+    assert!(
+        errors.iter().any(|e| matches!(
+            e,
+            viommu_amd_vi::AmdViError::HostOutOfResources { device_id: 2, .. }
+        )),
+        "{errors:?}"
+    );
+    assert_eq!(pinned(&w), vec![0x8000, 0x8000]);
+    model::run(&input).unwrap();
 }
 
 fn walker_seeds() -> Vec<walker::Input> {

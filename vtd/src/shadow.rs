@@ -10,7 +10,7 @@ use viommu_shared::AddrRange;
 use viommu_shared::host::HostDma;
 use viommu_shared::memory::{DmaMapping, GuestMemoryState, MemoryEvent};
 use viommu_shared::pt::WalkLimits;
-use viommu_shared::shadow::{ShadowEngine, ShadowError, ShadowMapping, SyncReport};
+use viommu_shared::shadow::{PeerReclaim, ShadowEngine, ShadowError, ShadowMapping, SyncReport};
 use vm_memory::GuestMemoryMmap;
 
 /// The host backend type shadows map into.
@@ -68,9 +68,10 @@ fn sync_one(
 impl Shadows {
     /// Brings device `id` to its space over `extent`. On host out-of-resources (which the
     /// engine meets only after reclaiming the device's own space and retrying): reclaims every
-    /// other shadowed space (they may share the host's limits: the same container, the
-    /// process's pin limit), retries once if that unmapped anything, and reports what is
-    /// still unmapped.
+    /// other shadowed space ([`PeerReclaim`]: they share the process's pin budget), retries
+    /// once if that unmapped anything, and reports what is still unmapped. The device's own
+    /// error is returned; failing that, the first peer left short by its reclaim (every
+    /// shortfall is counted in `host_out_of_resources`).
     pub(crate) fn sync(
         &mut self,
         id: u16,
@@ -83,33 +84,43 @@ impl Shadows {
             return Ok(());
         };
         let mut result = sync_one(dev, mem, limits, extent);
-        if let Err(ShadowError::OutOfResources { .. }) = result {
-            stats.host_reclaims += 1;
-            let mut freed = false;
-            for (other_id, other) in self.devices.iter_mut() {
-                if *other_id == id {
-                    continue;
-                }
-                let report = match sync_one(other, mem, limits, Extent::All) {
-                    Ok(report) => report,
-                    Err(ShadowError::OutOfResources { report, .. }) => *report,
-                    Err(ShadowError::Unmap { report, .. }) => {
-                        stats.host_unmap_errors += 1;
-                        *report
-                    }
-                };
-                freed |= report.unmap_calls > 0;
-                account(stats, &report);
+        let mut peer_error = None;
+        if let Err(ShadowError::OutOfResources { report, .. }) = &result {
+            let peers = PeerReclaim::collect(
+                self.devices
+                    .iter_mut()
+                    .filter(|(other, _)| **other != id)
+                    .map(|(&other, d)| (other, sync_one(d, mem, limits, Extent::All))),
+            );
+            let freed = peers.freed();
+            if peers.peers > 0 {
+                stats.host_reclaims += 1;
             }
+            account(stats, &peers.report);
+            stats.host_out_of_resources += peers.short.len() as u64;
+            stats.host_unmap_errors += peers.unmap_errors.len() as u64;
+            peer_error = peers
+                .short
+                .into_iter()
+                .map(|(device, not_mapped)| VtdError::HostOutOfResources {
+                    device_id: u32::from(device),
+                    not_mapped,
+                })
+                .chain(peers.unmap_errors.into_iter().map(|(device, run, error)| {
+                    VtdError::HostUnmap {
+                        device_id: u32::from(device),
+                        run,
+                        error,
+                    }
+                }))
+                .next();
             // Retrying when nothing was freed would only repeat the failed host calls.
             if freed && let Some(dev) = self.devices.get_mut(&id) {
-                if let Err(ShadowError::OutOfResources { report, .. }) = &result {
-                    account(stats, report);
-                }
+                account(stats, report);
                 result = sync_one(dev, mem, limits, extent);
             }
         }
-        match result {
+        let own = match result {
             Ok(report) => {
                 account(stats, &report);
                 Ok(())
@@ -131,6 +142,10 @@ impl Shadows {
                     error,
                 })
             }
+        };
+        match peer_error {
+            Some(e) if own.is_ok() => Err(e),
+            _ => own,
         }
     }
 

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use viommu_shared::Perm;
-use viommu_shared::host::{SharedSimHost, SimHostConfig};
+use viommu_shared::host::{PinBudget, SharedSimHost, SimHostConfig};
 use viommu_vtd::regs::*;
 use viommu_vtd::testing::{DriverError, GuestDriver, desc, entry};
 use viommu_vtd::{Config, Space, VtdError};
@@ -331,6 +331,111 @@ fn other_devices_are_reclaimed_and_the_retry_happens_only_if_that_freed_entries(
     ));
     assert_eq!(take_calls(&other), vec![("unmap", 0x1000, 0x1000)]);
     assert_eq!(take_calls(&full), vec![("map", 0x3000, 0x1000); 4]);
+}
+
+/// DEV (domain DID) and a peer (DID + 1, one host entry) whose hosts share a pin budget of
+/// four pages, all used: the peer maps three contiguous pages (one host mapping), DEV one.
+/// Then the peer's guest drops a page without flushing (its middle one if `middle`) and DEV
+/// maps another.
+fn sharing_a_pin_budget(middle: bool) {
+    let fx = Fixture::new(Config::default());
+    let budget = PinBudget::new(0x4000);
+    let dev_host = SharedSimHost::new(SimHostConfig::vtd().with_pin_budget(budget.clone()));
+    let peer_host = SharedSimHost::new(
+        SimHostConfig::vtd()
+            .with_entry_limit(1)
+            .with_pin_budget(budget.clone()),
+    );
+    let mut drv = fx.driver();
+    drv.enable_qi(false).unwrap();
+    drv.set_root_table(false).unwrap();
+    drv.gcmd(GCMD_TE, true).unwrap();
+    let peer: u16 = DEV + 1;
+    fx.vtd
+        .attach_host(u32::from(DEV), Box::new(dev_host.clone()))
+        .unwrap();
+    fx.vtd
+        .attach_host(u32::from(peer), Box::new(peer_host.clone()))
+        .unwrap();
+    let format = fx.format();
+    let mut tb = builder(&format, &fx.mem);
+    let mut tb2 =
+        viommu_shared::pt::TableBuilder::new(&format, &fx.mem, 0x300_0000, 0x340_0000).unwrap();
+    attach_domain(&mut drv, tb.root(), 0);
+    drv.write_context(peer, entry::context(tb2.root(), 2, DID + 1, 0, false))
+        .unwrap();
+    drv.flush_context_present(peer, DID + 1).unwrap();
+    tb.map_range(0x1000, DATA, 0x1000, RW).unwrap();
+    tb2.map_range(0x10000, DATA + 0x10_0000, 0x3000, RW)
+        .unwrap();
+    drv.submit(&[desc::iotlb_global()]).unwrap();
+    assert_eq!(
+        host_maps(&peer_host),
+        vec![(0x10000, DATA + 0x10_0000, 0x3000)]
+    );
+    assert_eq!(budget.used(), 0x4000);
+    let reclaims = fx.vtd.stats().host_reclaims;
+
+    if !middle {
+        // DEV's full sync runs out, the peer's reclaim drops the stale page, the retry fits.
+        tb2.unmap_page(0x12000).unwrap();
+        tb.map_range(0x3000, DATA + 0x3000, 0x1000, RW).unwrap();
+        drv.submit(&[desc::iotlb_domain(DID)]).unwrap();
+        assert_eq!(
+            host_maps(&dev_host),
+            vec![(0x1000, DATA, 0x1000), (0x3000, DATA + 0x3000, 0x1000)]
+        );
+        assert_eq!(
+            host_maps(&peer_host),
+            vec![(0x10000, DATA + 0x10_0000, 0x2000)]
+        );
+        // A domain flush already re-syncs DEV in full: the peers' reclaim is the only one.
+        let st = fx.vtd.stats();
+        assert_eq!(
+            (st.host_reclaims - reclaims, st.host_out_of_resources),
+            (1, 0)
+        );
+    } else {
+        // Re-laying the peer out around its middle page needs two entries and its container
+        // has one. DEV gets its page; the flush reports the peer's loss.
+        tb2.unmap_page(0x11000).unwrap();
+        tb.map_range(0x3000, DATA + 0x3000, 0x1000, RW).unwrap();
+        let err = drv.submit(&[desc::iotlb_domain(DID)]).unwrap_err();
+        let DriverError::Host(VtdError::HostOutOfResources {
+            device_id,
+            not_mapped,
+        }) = err
+        else {
+            panic!("unexpected {err:?}");
+        };
+        assert_eq!(device_id, u32::from(peer));
+        assert_eq!(
+            not_mapped
+                .iter()
+                .map(|r| (r.iova, r.size))
+                .collect::<Vec<_>>(),
+            vec![(0x12000, 0x1000)]
+        );
+        assert_eq!(host_maps(&dev_host).len(), 2);
+        assert_eq!(
+            host_maps(&peer_host),
+            vec![(0x10000, DATA + 0x10_0000, 0x1000)]
+        );
+        assert_eq!(fx.vtd.stats().host_out_of_resources, 1);
+    }
+    fx.vtd.detach_host(u32::from(DEV)).unwrap();
+    fx.vtd.detach_host(u32::from(peer)).unwrap();
+    assert_eq!(budget.used(), 0);
+}
+
+#[test]
+fn a_peers_stale_mappings_make_room_in_a_shared_pin_budget() {
+    sharing_a_pin_budget(false);
+}
+
+#[test]
+fn a_peer_left_short_by_its_reclaim_is_reported() {
+    sharing_a_pin_budget(true);
 }
 
 #[test]

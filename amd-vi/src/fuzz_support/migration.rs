@@ -13,11 +13,11 @@
 //! stores, …) too. Then both runs issue INVALIDATE_IOMMU_ALL and a completion wait; when it
 //! completes on both without host exhaustion, the host mappings must be identical.
 
-use super::model::{Input, MAX_OPS, Op, SEM, Setup, World};
+use super::model::{Host, Input, MAX_OPS, Op, SEM, Setup, World};
 use crate::{AmdVi, AmdViError};
 use std::sync::Arc;
 use viommu_shared::fuzz_support::migration::{self, MigrationWorld};
-use viommu_shared::host::{SharedSimHost, SimHostConfig};
+use viommu_shared::host::PinBudget;
 use viommu_shared::irq::RouteTable;
 use viommu_shared::regs::RecordingMsiSink;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -39,29 +39,29 @@ fn accept(r: Result<(), AmdViError>, oor: &mut bool) -> Result<(), String> {
 impl World {
     /// A fresh IOMMU like this one's, with fresh hosts like this world's (entry limit
     /// `limit` if given), restored from `bytes` with the hosts attached before or after.
-    /// Returns the IOMMU, its hosts, and whether the last step ran out of host entries.
+    /// Returns the IOMMU, its hosts (sharing a fresh pin budget like this world's, if it has
+    /// one: the destination is another process), and whether the last step ran out of host
+    /// entries.
     fn restored(
         &self,
         bytes: &[u8],
         attach_after: bool,
         limit: Option<u32>,
         msi: Arc<RecordingMsiSink>,
-    ) -> Result<(AmdVi, Vec<SharedSimHost>, bool), String> {
+    ) -> Result<(AmdVi, Vec<Host>, Option<PinBudget>, bool), String> {
         let iommu = AmdVi::new(self.iommu.config().clone(), self.mem.clone(), msi);
-        let hosts: Vec<SharedSimHost> = self
+        let budget = self.budget.as_ref().map(|b| PinBudget::new(b.limit()));
+        let hosts: Vec<Host> = self
             .hosts
             .iter()
             .map(|h| {
-                SharedSimHost::new(
-                    SimHostConfig::amd_vi()
-                        .with_flavour(h.flavour)
-                        .with_entry_limit(limit.map_or(h.limit, |l| l.min(h.limit))),
-                )
+                let limit = limit.map_or(h.limit, |l| l.min(h.limit));
+                Host::new(h.device, h.flavour, limit, budget.as_ref())
             })
             .collect();
         let attach = |oor: &mut bool| -> Result<(), String> {
-            for (h, sim) in self.hosts.iter().zip(&hosts) {
-                accept(iommu.attach_host(h.device, Box::new(sim.clone())), oor)?;
+            for h in &hosts {
+                accept(iommu.attach_host(h.device, Box::new(h.host.clone())), oor)?;
             }
             Ok(())
         };
@@ -74,7 +74,7 @@ impl World {
             attach(&mut first)?;
             accept(iommu.restore_bytes(bytes), &mut last)?;
         }
-        Ok((iommu, hosts, last))
+        Ok((iommu, hosts, budget, last))
     }
 
     /// Moves this world to a fresh IOMMU and fresh hosts over the same guest memory, through
@@ -82,12 +82,12 @@ impl World {
     /// host mappings. Returns whether the destination ran out of host entries.
     pub fn migrate(&mut self, m: Migration) -> Result<bool, String> {
         let bytes = self.iommu.save_bytes();
-        let (iommu, hosts, oor) =
+        let (iommu, hosts, budget, oor) =
             self.restored(&bytes, m.attach_after, m.limit, self.msi.clone())?;
         if iommu.save() != self.iommu.save() {
             return Err("the restored IOMMU's state differs from the saved one".into());
         }
-        let (witness, _witness_hosts, witness_oor) = self.restored(
+        let (witness, _witness_hosts, _witness_budget, witness_oor) = self.restored(
             &bytes,
             !m.attach_after,
             m.limit,
@@ -115,12 +115,8 @@ impl World {
             let _ = routes.set(id, source, msi);
         }
         self.routes = routes;
-        for (h, sim) in self.hosts.iter_mut().zip(hosts) {
-            h.host = sim;
-            if let Some(l) = m.limit {
-                h.limit = l.min(h.limit);
-            }
-        }
+        self.hosts = hosts;
+        self.budget = budget;
         Ok(oor)
     }
 

@@ -31,7 +31,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use std::sync::Arc;
 use viommu_shared::dma::{DmaRequest, DmaTranslate};
 use viommu_shared::fuzz_support::check_mappings_match_host;
-use viommu_shared::host::{HostDma, HostFlavour, SharedSimHost, SimHostConfig};
+use viommu_shared::host::{HostDma, HostFlavour, PinBudget, SharedSimHost, SimHostConfig};
 use viommu_shared::irq::{InterruptRemapper, IrFault, RemapMode, Resolution, RouteTable};
 use viommu_shared::pt::Leaf;
 use viommu_shared::pt::WalkLimits;
@@ -74,7 +74,9 @@ pub struct Setup {
     pub levels: u8,
     /// Flavour of the first host: type1 v2, type1 v1, iommufd (`% 3`).
     pub flavour: u8,
-    /// Its entry limit: 1 + `limit % 32`.
+    /// Its entry limit: 1 + `limit % 32`. When `limit & 0x60 == 0x60`, both hosts also
+    /// charge one pin budget (the process's locked memory) of `(1 + limit % 32) × 16` pages,
+    /// so one device's mappings can make the other's run out ([`World::budget`]).
     pub limit: u8,
     /// Start from reset instead of the Linux-like init (device table, command buffer, event
     /// log, IOMMU enabled, every device translated through a table mapping 16 pages).
@@ -450,14 +452,17 @@ pub struct Host {
 }
 
 impl Host {
-    fn new(device: u16, flavour: HostFlavour, limit: u32) -> Host {
+    /// A fresh host for `device`, charging `budget` if given.
+    pub fn new(device: u16, flavour: HostFlavour, limit: u32, budget: Option<&PinBudget>) -> Host {
+        let mut config = SimHostConfig::amd_vi()
+            .with_flavour(flavour)
+            .with_entry_limit(limit);
+        if let Some(b) = budget {
+            config = config.with_pin_budget(b.clone());
+        }
         Host {
             device,
-            host: SharedSimHost::new(
-                SimHostConfig::amd_vi()
-                    .with_flavour(flavour)
-                    .with_entry_limit(limit),
-            ),
+            host: SharedSimHost::new(config),
             flavour,
             limit,
         }
@@ -484,6 +489,8 @@ pub struct World {
     pub mem: GuestMemoryMmap,
     /// The hosts of [`PASSTHROUGH`].
     pub hosts: Vec<Host>,
+    /// The pin budget both hosts charge, if the setup asked for one.
+    pub budget: Option<PinBudget>,
     identity: IdentityView,
     seq: u64,
 }
@@ -506,13 +513,16 @@ impl World {
         let msi = Arc::new(RecordingMsiSink::new());
         let iommu = AmdVi::new(config, mem.clone(), msi.clone());
         let routes = RouteTable::new(Arc::new(iommu.clone()), None);
+        let budget = (setup.limit & 0x60 == 0x60)
+            .then(|| PinBudget::new((u64::from(setup.limit % 32) + 1) * 16 * 0x1000));
         let hosts = vec![
             Host::new(
                 PASSTHROUGH[0],
                 flavour(setup.flavour),
                 u32::from(setup.limit % 32) + 1,
+                budget.as_ref(),
             ),
-            Host::new(PASSTHROUGH[1], HostFlavour::Iommufd, 0),
+            Host::new(PASSTHROUGH[1], HostFlavour::Iommufd, 0, budget.as_ref()),
         ];
         for h in &hosts {
             expect_ok_or_oor(
@@ -526,6 +536,7 @@ impl World {
             routes,
             mem,
             hosts,
+            budget,
             identity: IdentityView::new(&[AddrRange::new(0, RAM)]),
             seq: 0,
         };
@@ -746,7 +757,7 @@ impl World {
                 } else {
                     (flavour(f), u32::from(limit % 32) + 1)
                 };
-                self.hosts[i] = Host::new(PASSTHROUGH[i], fl, lim);
+                self.hosts[i] = Host::new(PASSTHROUGH[i], fl, lim, self.budget.as_ref());
                 let h = &self.hosts[i];
                 expect_ok_or_oor(
                     self.iommu.attach_host(h.device, Box::new(h.host.clone())),
@@ -983,6 +994,22 @@ impl World {
             h.host
                 .with(|x| check_mappings_match_host(&maps, x))
                 .map_err(|e| format!("device {} host oracle: {e}", h.device))?;
+        }
+        if let Some(b) = &self.budget {
+            let pinned: u64 = self
+                .hosts
+                .iter()
+                .map(|h| {
+                    h.host
+                        .with(|x| x.iter_mappings().map(|m| m.size).sum::<u64>())
+                })
+                .sum();
+            if b.used() != pinned {
+                return Err(format!(
+                    "pin budget charged {:#x}, hosts map {pinned:#x}",
+                    b.used()
+                ));
+            }
         }
         Ok(())
     }

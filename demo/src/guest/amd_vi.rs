@@ -380,8 +380,8 @@ impl IommuDomain for AmdDomain<'_> {
         self.exhaustion.fill(&mut o);
         match &self.baseline {
             None => {
-                o.resolution = "reclaim (full re-sync), retry; a typed HostOutOfResources \
-                                to the VMM if it still fails"
+                o.resolution = "reclaim every shadowed space, retry; a typed \
+                                HostOutOfResources to the VMM if it still fails"
                     .into();
                 if st.host_reclaims > 0 {
                     o.notes.push(format!(

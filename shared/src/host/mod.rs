@@ -7,12 +7,14 @@
 
 pub mod error;
 pub mod iommufd;
+pub mod pin_budget;
 pub mod shared;
 pub mod sim;
 pub mod vfio;
 
 pub use error::HostError;
 pub use iommufd::{IoasOps, IommufdBackend, KernelIoas};
+pub use pin_budget::PinBudget;
 pub use shared::{SharedHost, SharedSimHost};
 pub use sim::{HostCall, HostFlavour, HostMapping, SimHost, SimHostConfig};
 pub use vfio::VfioContainerBackend;

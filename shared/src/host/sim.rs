@@ -4,7 +4,7 @@
 //! kernel source tables in `anchors-s390-vfio.md` Part B (B.2–B.4 type1, B.7 iommufd, B.9
 //! differences). Every call is recorded so tests can assert on the exact sequence.
 
-use super::{HostDma, HostError};
+use super::{HostDma, HostError, PinBudget};
 use crate::addr::AddrRange;
 use crate::perm::Perm;
 use std::collections::BTreeMap;
@@ -41,6 +41,11 @@ pub struct SimHostConfig {
     /// Whether the simulated IOMMU enforces cache coherency (snoop control) for no-snoop
     /// requests, what [`HostDma::enforces_coherency`] answers. Default `false`.
     pub coherent: bool,
+    /// The process's locked-memory budget every map is charged to after the flavour's own
+    /// checks (a map past it fails `ENOMEM`, i.e. out of resources), shared with the other
+    /// hosts given the same [`PinBudget`]. `None`: unlimited. Unmaps give the bytes back; a
+    /// host dropped with mappings keeps them charged (as a leaked container would).
+    pub pin_budget: Option<PinBudget>,
 }
 
 /// The x86 MSI window that type1 reserves: `0xfee00000..=0xfeefffff`.
@@ -60,6 +65,7 @@ impl SimHostConfig {
             page_sizes: 0x4020_1000,
             backed: None,
             coherent: false,
+            pin_budget: None,
         }
     }
 
@@ -101,6 +107,12 @@ impl SimHostConfig {
     /// This configuration with another entry limit.
     pub fn with_entry_limit(mut self, limit: u32) -> Self {
         self.entry_limit = limit;
+        self
+    }
+
+    /// This configuration charging every map to `budget` (see [`PinBudget`]).
+    pub fn with_pin_budget(mut self, budget: PinBudget) -> Self {
+        self.pin_budget = Some(budget);
         self
     }
 }
@@ -314,6 +326,11 @@ impl SimHost {
                 return Err(HostError::Invalid);
             }
         }
+        // Pinning comes after the checks above (type1: `vfio_dma_do_map` checks the entry
+        // count before `vfio_pin_map_dma` pins and charges `locked_vm`).
+        if let Some(budget) = &self.config.pin_budget {
+            budget.charge(size)?;
+        }
         if !iommufd {
             self.avail -= 1;
         }
@@ -323,6 +340,9 @@ impl SimHost {
 
     fn remove(&mut self, iova: u64) -> u64 {
         let (size, _, _) = self.maps.remove(&iova).unwrap_or((0, 0, Perm::empty()));
+        if let Some(budget) = &self.config.pin_budget {
+            budget.release(size);
+        }
         if self.config.flavour != HostFlavour::Iommufd {
             self.avail = self.avail.saturating_add(1);
         }

@@ -12,10 +12,14 @@
 //!   comes and goes — driven by [`crate::memory`] — and `set_page_granular`), and teardown.
 //!   Restores re-sync only the IOVAs the engine withheld because their output was excluded
 //!   (its bounded `withheld` record), not the whole space.
+//! - [`PeerReclaim`]: when a device still runs out after reclaiming its own space, the
+//!   model reclaims the other devices' spaces (they share the process's pin budget) and
+//!   retries once.
 
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod peers;
 pub mod plan;
 pub mod record;
 pub mod view;
@@ -23,5 +27,6 @@ pub mod view;
 pub use config::ShadowConfig;
 pub use engine::ShadowEngine;
 pub use error::{ShadowError, SyncBatch, SyncReport};
+pub use peers::PeerReclaim;
 pub use record::{Record, ShadowMapping};
 pub use view::{EmptyView, GuestView, IdentityView, MaskedView};

@@ -84,6 +84,8 @@ fn sim_config(
         backed: Some(layout::backed()),
         // Cache coherency is not part of what the oracle compares.
         coherent: false,
+        // The guest's locked-memory limit is not reached by the oracle's scripts.
+        pin_budget: None,
     };
     Ok((config, Platform { ranges, limit }))
 }
