@@ -338,7 +338,7 @@ impl AmdVi {
         lock(&self.inner.exec)
             .shadows
             .get(&device_id)
-            .and_then(|s| s.unmapped)
+            .and_then(|s| s.engine.missing())
     }
 
     /// Requester ids of the passthrough devices.

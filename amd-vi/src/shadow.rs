@@ -18,10 +18,10 @@
 //! range first), then a reclaim of the other devices' spaces and one retry if that freed
 //! anything ([`PeerReclaim`], as VT-d does); what still does not fit stays unmapped, is
 //! counted, and is returned as
-//! [`AmdViError::HostOutOfResources`] from the call that processed the command. The span of
-//! what is missing is remembered and retried (without a reclaim) after every later
-//! successful sync of the device, so mappings come back as soon as the guest frees host
-//! entries.
+//! [`AmdViError::HostOutOfResources`] from the call that processed the command. The engine
+//! remembers the span of what is missing and it is retried (without a reclaim) after every
+//! later successful sync of the device ([`ShadowEngine::sync_reclaim_retry`]), so mappings
+//! come back as soon as the guest frees host entries.
 
 use crate::dte::DeviceMode;
 use crate::error::AmdViError;
@@ -32,7 +32,6 @@ use std::collections::BTreeMap;
 use viommu_shared::AddrRange;
 use viommu_shared::host::HostDma;
 use viommu_shared::memory::{DmaMapping, GuestMemoryState, MemoryEvent};
-use viommu_shared::pt::Run;
 use viommu_shared::shadow::{PeerReclaim, ShadowEngine, ShadowError, SyncReport};
 
 /// The whole IOVA space.
@@ -44,36 +43,14 @@ pub struct HostShadow {
     pub engine: ShadowEngine<Box<dyn HostDma + Send>>,
     /// The mode the host mappings reflect.
     pub mode: DeviceMode,
-    /// Span of guest mappings left unmapped by an out-of-resources failure.
-    pub unmapped: Option<AddrRange>,
 }
 
 impl HostShadow {
     /// A shadow of `mode` over `engine`, nothing synced yet.
     pub fn new(engine: ShadowEngine<Box<dyn HostDma + Send>>, mode: DeviceMode) -> HostShadow {
-        HostShadow {
-            engine,
-            mode,
-            unmapped: None,
-        }
+        HostShadow { engine, mode }
     }
 }
-
-/// The smallest range covering `runs`.
-fn hull(runs: &[Run]) -> Option<AddrRange> {
-    let first = runs.first()?;
-    let last = runs.last()?;
-    Some(AddrRange::new(
-        first.iova,
-        last.iova.saturating_add(last.size),
-    ))
-}
-
-/// One device's sync and, after a success, the retry of what it still missed.
-type EngineResult = (
-    Result<SyncReport, ShadowError>,
-    Option<Result<SyncReport, ShadowError>>,
-);
 
 /// Passthrough devices by requester id.
 pub type Shadows = BTreeMap<u16, HostShadow>;
@@ -95,42 +72,33 @@ impl Inner {
             return Ok(());
         };
         stats::add(&self.stats.shadow_syncs, 1);
-        if range == EVERYTHING {
-            shadow.unmapped = None;
-        }
-        let (mut result, mut retried) = self.sync_engine(shadow, range);
+        let mut result = self.sync_engine(shadow, range);
         let mut peer_error = None;
         if let Err(ShadowError::OutOfResources { report, .. }) = &result {
             let (freed, error) = self.reclaim_peers(shadows, device_id);
             peer_error = error;
             if freed && let Some(shadow) = shadows.get_mut(&device_id) {
                 self.count(report);
-                (result, retried) = self.sync_engine(shadow, range);
+                result = self.sync_engine(shadow, range);
             }
         }
-        let Some(shadow) = shadows.get_mut(&device_id) else {
-            return Ok(());
-        };
-        let own = self.settle(device_id, shadow, result, retried);
+        let own = self.settle(device_id, result);
         match peer_error {
             Some(e) if own.is_ok() => Err(e),
             _ => own,
         }
     }
 
-    /// `sync_or_reclaim` of `range`, then (if that succeeded) the retry of the span left
-    /// unmapped earlier.
-    fn sync_engine(&self, shadow: &mut HostShadow, range: AddrRange) -> EngineResult {
+    /// `sync_or_reclaim` of `range`, then (if that succeeded) the retry of what is missing.
+    fn sync_engine(
+        &self,
+        shadow: &mut HostShadow,
+        range: AddrRange,
+    ) -> Result<SyncReport, ShadowError> {
         let limits = self.config.shadow.walk_limits;
         let engine = &mut shadow.engine;
-        let retry = shadow.unmapped;
         with_view(&shadow.mode, &self.mem, &self.identity, limits, |view| {
-            let result = engine.sync_or_reclaim(view, range);
-            let retried = match (&result, retry) {
-                (Ok(_), Some(missing)) => Some(engine.sync(view, missing)),
-                _ => None,
-            };
-            (result, retried)
+            engine.sync_reclaim_retry(view, range)
         })
     }
 
@@ -144,15 +112,6 @@ impl Inner {
                 let result = with_view(&shadow.mode, &self.mem, &self.identity, limits, |view| {
                     engine.reclaim(view)
                 });
-                // A full re-sync decides what is missing now (an unmap refusal stopped it
-                // before any map: the old span stands).
-                match &result {
-                    Ok(_) => shadow.unmapped = None,
-                    Err(ShadowError::OutOfResources { not_mapped, .. }) => {
-                        shadow.unmapped = hull(not_mapped)
-                    }
-                    Err(ShadowError::Unmap { .. }) => {}
-                }
                 (id, result)
             },
         ));
@@ -184,55 +143,23 @@ impl Inner {
         (freed, first)
     }
 
-    /// Counts a device's sync results, updates the span it still misses, and turns a
-    /// failure into the error for the VMM (also kept in the host-error history).
+    /// Counts a device's sync result and turns a failure into the error for the VMM (also
+    /// kept in the host-error history).
     fn settle(
         &self,
         device_id: u16,
-        shadow: &mut HostShadow,
         result: Result<SyncReport, ShadowError>,
-        retried: Option<Result<SyncReport, ShadowError>>,
     ) -> Result<(), AmdViError> {
-        let mut retry_error = None;
-        match retried {
-            Some(Ok(report)) => {
-                self.count(&report);
-                shadow.unmapped = None;
-            }
-            Some(Err(ShadowError::OutOfResources { report, not_mapped })) => {
-                // Still missing: already reported when it was first left unmapped.
-                self.count(&report);
-                shadow.unmapped = hull(&not_mapped);
-            }
-            Some(Err(ShadowError::Unmap { report, run, error })) => {
-                self.count(&report);
-                stats::add(&self.stats.host_unmap_errors, 1);
-                retry_error = Some(AmdViError::HostUnmap {
-                    device_id,
-                    run,
-                    error,
-                });
-            }
-            None => {}
-        }
         let error = match result {
             Ok(report) => {
                 self.count(&report);
-                match retry_error {
-                    None => return Ok(()),
-                    Some(e) => e,
-                }
+                return Ok(());
             }
             Err(ShadowError::OutOfResources { report, not_mapped }) => {
                 // `sync_or_reclaim` marks the report `reclaimed`, so `count` has already
                 // counted the reclaim.
                 self.count(&report);
                 stats::add(&self.stats.host_out_of_resources, 1);
-                let missing = hull(&not_mapped);
-                shadow.unmapped = match (shadow.unmapped, missing) {
-                    (Some(a), Some(b)) => Some(a.union_hull(&b)),
-                    (a, b) => a.or(b),
-                };
                 AmdViError::HostOutOfResources {
                     device_id,
                     not_mapped,

@@ -198,3 +198,61 @@ proptest! {
         prop_assert_eq!(eng.host().remaining_entries(), Some(limit));
     }
 }
+
+/// Guest pages (outside the hole) the host does not translate as the guest does.
+fn pages_not_on_host(g: &Guest<'_>, host: &SimHost) -> Vec<u64> {
+    let maps = host.mappings();
+    g.truth()
+        .iter()
+        .filter(|(iova, _)| !HOLE.contains(**iova))
+        .filter(|&(&iova, &(gpa, perm))| {
+            !maps.iter().any(|m| {
+                m.iova <= iova
+                    && iova < m.iova + m.size
+                    && m.gpa + (iova - m.iova) == gpa
+                    && m.perm == perm
+            })
+        })
+        .map(|(&iova, _)| iova)
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// With `sync_reclaim_retry`, every page an out-of-resources left out is inside the
+    /// engine's `missing` span, and once the host has room again one `retry_missing` maps
+    /// all of them.
+    #[test]
+    fn missing_span_covers_what_is_left_out_until_it_fits(
+        edits in prop::collection::vec((step(), any::<bool>()), 1..40),
+        limit in 1u32..24,
+    ) {
+        let mem = guest_memory(&[(TABLES.0, (TABLES.1 - TABLES.0) as usize)]);
+        let fmt = RadixFormat::x86_like(4, ByteOrder::Little);
+        let mut g = Guest::new(&fmt, &mem, AddrRange::new(TABLES.0, TABLES.1), SPACE_PAGES).unwrap();
+        let root = g.root();
+        let mut eng = ShadowEngine::new(SimHost::new(config(HostFlavour::Type1v2, limit)), ShadowConfig::default().with_max_run(MAX_RUN));
+        for (e, invalidate) in &edits {
+            let inv = apply(&mut g, e);
+            if matches!(e, Step::Edit(Edit::Unmap { .. })) && !invalidate {
+                continue;
+            }
+            let view = Walker::new(&fmt, &mem, root);
+            match eng.sync_reclaim_retry(&view, inv) {
+                Ok(_) | Err(ShadowError::OutOfResources { .. }) => {}
+                Err(other) => prop_assert!(false, "unexpected {other}"),
+            }
+            let missing = eng.missing();
+            for iova in pages_not_on_host(&g, eng.host()) {
+                prop_assert!(missing.is_some_and(|m| m.contains(iova)), "page {iova:#x} left out but not in {missing:x?}");
+            }
+        }
+        // The host gets room: one retry brings back everything left out.
+        eng.host_mut().set_remaining(65535);
+        let view = Walker::new(&fmt, &mem, root);
+        eng.retry_missing(&view).unwrap();
+        prop_assert_eq!(eng.missing(), None);
+        prop_assert_eq!(pages_not_on_host(&g, eng.host()), Vec::<u64>::new());
+    }
+}

@@ -377,6 +377,20 @@ impl Vtd {
         self.core.lock().unit.shadows.mappings(rid)
     }
 
+    /// The span of guest mappings passthrough device `device_id` lacks on the host after
+    /// running out of host mappings (retried after each later page-selective sync of the
+    /// device; a domain or global invalidation re-syncs everything), or `None`.
+    pub fn unmapped_range(&self, device_id: u32) -> Option<AddrRange> {
+        let rid = u16::try_from(device_id).ok()?;
+        self.core
+            .lock()
+            .unit
+            .shadows
+            .devices
+            .get(&rid)
+            .and_then(|d| d.engine.missing())
+    }
+
     /// The space passthrough device `device_id` is shadowed from.
     pub fn shadow_space(&self, device_id: u32) -> Option<Space> {
         let rid = u16::try_from(device_id).ok()?;

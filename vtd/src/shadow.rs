@@ -1,6 +1,8 @@
 //! Passthrough devices: one [`ShadowEngine`] per device over its host backend, kept equal to
 //! the device's [`Space`] (`anchors-x86.md` §1.10, with out-of-resources surfaced instead of
-//! lost, §5 item 1).
+//! lost, §5 item 1). What an out-of-resources left unmapped is retried after every later
+//! page-selective sync of the device ([`ShadowEngine::sync_reclaim_retry`]), so it comes back
+//! as soon as the guest frees host entries.
 
 use crate::error::VtdError;
 use crate::space::{Space, SpaceView, format_of};
@@ -60,7 +62,7 @@ fn sync_one(
     let format = format_of(&dev.space);
     let view = SpaceView::new(&dev.space, &format, mem, limits);
     match extent {
-        Extent::Range(r) => dev.engine.sync_or_reclaim(&view, r),
+        Extent::Range(r) => dev.engine.sync_reclaim_retry(&view, r),
         Extent::All => dev.engine.reclaim(&view),
     }
 }

@@ -5,8 +5,8 @@
 mod common;
 
 use common::*;
-use viommu_shared::Perm;
 use viommu_shared::host::{PinBudget, SharedSimHost, SimHostConfig};
+use viommu_shared::{AddrRange, Perm};
 use viommu_vtd::regs::*;
 use viommu_vtd::testing::{DriverError, GuestDriver, desc, entry};
 use viommu_vtd::{Config, Space, VtdError};
@@ -265,8 +265,26 @@ fn host_out_of_resources_is_reclaimed_then_reported() {
     assert_eq!(fx.vtd.stats().host_out_of_resources, 1);
     assert_eq!(fx.vtd.mmio_read(FSTS, 4) & FSTS_IQE, 0);
 
+    assert_eq!(
+        fx.vtd.unmapped_range(u32::from(DEV)),
+        Some(AddrRange::new(at(5), at(6) + 0x1000))
+    );
+
+    // The guest frees one entry with a page-selective flush of its own range: the missing
+    // span is retried after it, and the entry goes to the first missing page.
+    tb.unmap_page(at(1)).unwrap();
+    drv.flush_range(DID, at(1), 0x1000, false).unwrap();
+    assert_eq!(
+        host_maps(&host).iter().map(|m| m.0).collect::<Vec<_>>(),
+        vec![at(2), at(3), at(4), at(5)]
+    );
+    assert_eq!(
+        fx.vtd.unmapped_range(u32::from(DEV)),
+        Some(AddrRange::new(at(6), at(6) + 0x1000))
+    );
+
     // Once the guest unmaps enough, a domain flush brings the host back in line.
-    for i in 1..5u64 {
+    for i in 2..5u64 {
         tb.unmap_page(at(i)).unwrap();
     }
     drv.submit(&[desc::iotlb_domain(DID)]).unwrap();
@@ -277,6 +295,7 @@ fn host_out_of_resources_is_reclaimed_then_reported() {
             (at(6), DATA + 0xc000, 0x1000)
         ]
     );
+    assert_eq!(fx.vtd.unmapped_range(u32::from(DEV)), None);
 }
 
 #[test]

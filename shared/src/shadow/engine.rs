@@ -33,6 +33,8 @@ pub struct ShadowEngine<H: HostDma> {
     /// `withheld` overflowed its bound (`max_mappings`) and is incomplete: the next
     /// `restore_gpa` re-syncs the whole space.
     withheld_lossy: bool,
+    /// Hull of the guest runs syncs left unmapped for lack of host resources.
+    missing: Option<AddrRange>,
 }
 
 impl SyncReport {
@@ -74,6 +76,7 @@ impl<H: HostDma> ShadowEngine<H> {
             page_granular: Vec::new(),
             withheld: Record::default(),
             withheld_lossy: false,
+            missing: None,
         }
     }
 
@@ -175,6 +178,85 @@ impl<H: HostDma> ShadowEngine<H> {
     /// [`sync`](Self::sync), mapping the runs that overlap `first` before the others, so a
     /// host with few free entries spends them where the guest asked.
     fn sync_prioritized(
+        &mut self,
+        view: &dyn GuestView,
+        range: AddrRange,
+        first: Option<AddrRange>,
+    ) -> Result<SyncReport, ShadowError> {
+        let result = self.sync_planned(view, range, first);
+        self.note_missing(range, &result);
+        result
+    }
+
+    /// Updates [`missing`](Self::missing) after a sync of `range`: a sync covering the old
+    /// span decided all of it again; one stopped by an unmap refusal decided nothing.
+    fn note_missing(&mut self, range: AddrRange, result: &Result<SyncReport, ShadowError>) {
+        let new = match result {
+            Ok(_) => None,
+            Err(ShadowError::OutOfResources { not_mapped, .. }) => hull(not_mapped),
+            Err(ShadowError::Unmap { .. }) => return,
+        };
+        let old = self
+            .missing
+            .filter(|m| !(range.start <= m.start && m.end <= range.end));
+        self.missing = match (old, new) {
+            (Some(a), Some(b)) => Some(a.union_hull(&b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    /// The span (hull) of the guest runs that syncs left unmapped for lack of host
+    /// resources and no later sync has mapped; `None` when nothing is known to be missing.
+    pub fn missing(&self) -> Option<AddrRange> {
+        self.missing
+    }
+
+    /// Syncs the [`missing`](Self::missing) span again, so what an out-of-resources left
+    /// out comes back as soon as host entries are free. What still does not fit stays
+    /// missing and is not an error (it was reported when first left out): only a host unmap
+    /// refusal fails.
+    pub fn retry_missing(&mut self, view: &dyn GuestView) -> Result<SyncReport, ShadowError> {
+        let Some(span) = self.missing else {
+            return Ok(SyncReport::default());
+        };
+        match self.sync(view, span) {
+            Err(ShadowError::OutOfResources { report, .. }) => Ok(*report),
+            other => other,
+        }
+    }
+
+    /// What the x86 models do for an invalidation of `range`:
+    /// [`sync_or_reclaim`](Self::sync_or_reclaim), then, if that succeeded,
+    /// [`retry_missing`](Self::retry_missing) (the reports summed).
+    pub fn sync_reclaim_retry(
+        &mut self,
+        view: &dyn GuestView,
+        range: AddrRange,
+    ) -> Result<SyncReport, ShadowError> {
+        let mut report = self.sync_or_reclaim(view, range)?;
+        match self.retry_missing(view) {
+            Ok(more) => {
+                report.absorb(more);
+                Ok(report)
+            }
+            Err(ShadowError::Unmap {
+                run,
+                error,
+                report: more,
+            }) => {
+                report.absorb(*more);
+                Err(ShadowError::Unmap {
+                    run,
+                    error,
+                    report: Box::new(report),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The body of [`sync_prioritized`](Self::sync_prioritized).
+    fn sync_planned(
         &mut self,
         view: &dyn GuestView,
         range: AddrRange,
@@ -547,6 +629,14 @@ impl<H: HostDma> Drop for ShadowEngine<H> {
         // Best effort; call `teardown` first to see errors.
         let _ = self.teardown();
     }
+}
+
+/// The smallest range covering `runs` (in any order: a prioritized sync lists the runs it
+/// could not map with the prioritized ones first).
+fn hull(runs: &[Run]) -> Option<AddrRange> {
+    runs.iter()
+        .map(|r| AddrRange::new(r.iova, r.iova.saturating_add(r.size)))
+        .reduce(|a, b| a.union_hull(&b))
 }
 
 /// Splits old host mappings and desired runs (both in IOVA order, each disjoint) into what

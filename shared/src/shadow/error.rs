@@ -42,7 +42,9 @@ pub enum ShadowError {
     OutOfResources {
         /// What was done before stopping.
         report: Box<SyncReport>,
-        /// Runs left unmapped, in IOVA order (the first one is the one refused).
+        /// Runs left unmapped, the one refused first, in the order they were to be mapped:
+        /// IOVA order, except that a sync mapping part of its range first (the full
+        /// re-sync of `sync_or_reclaim`) lists that part first.
         not_mapped: Vec<Run>,
     },
     /// The host refused to unmap one of our own mappings; the record keeps it (still mapped).

@@ -7,7 +7,9 @@
 //!   `max_run`-aligned IOVAs and host reserved ranges, page-granular where asked).
 //! - [`Record`]: what we mapped on the host, with a guest-physical reverse index.
 //! - [`ShadowEngine`]: `sync` (bring a range to the guest view), `reclaim` (full re-sync),
-//!   `sync_or_reclaim` (the "global flush and retry" building block), guest-memory policy
+//!   `sync_or_reclaim` (the "global flush and retry" building block), `missing` /
+//!   `retry_missing` (what an out-of-resources left unmapped, tried again when the x86
+//!   models' `sync_reclaim_retry` next succeeds), guest-memory policy
 //!   (`reserve_gpa` for memory never mapped, `discard_gpa` / `restore_gpa` for memory that
 //!   comes and goes — driven by [`crate::memory`] — and `set_page_granular`), and teardown.
 //!   Restores re-sync only the IOVAs the engine withheld because their output was excluded
