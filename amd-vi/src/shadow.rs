@@ -17,8 +17,8 @@
 //! Host out of resources: `sync_or_reclaim` (sync; on failure a full re-sync that maps the
 //! range first), then a reclaim of the other devices' spaces and one retry if that freed
 //! anything ([`PeerReclaim`], as VT-d does); what still does not fit stays unmapped, is
-//! counted, and is returned as
-//! [`AmdViError::HostOutOfResources`] from the call that processed the command. The engine
+//! counted, and is returned as [`AmdViError::HostOutOfResources`] from the call that
+//! processed the command. The engine
 //! remembers the span of what is missing and it is retried (without a reclaim) after every
 //! later successful sync of the device ([`ShadowEngine::sync_reclaim_retry`]), so mappings
 //! come back as soon as the guest frees host entries.
@@ -30,8 +30,9 @@ use crate::stats;
 use crate::view::with_view;
 use std::collections::BTreeMap;
 use viommu_shared::AddrRange;
-use viommu_shared::host::HostDma;
+use viommu_shared::host::{HostDma, HostError};
 use viommu_shared::memory::{DmaMapping, GuestMemoryState, MemoryEvent};
+use viommu_shared::pt::Run;
 use viommu_shared::shadow::{PeerReclaim, ShadowEngine, ShadowError, SyncReport};
 
 /// The whole IOVA space.
@@ -122,23 +123,10 @@ impl Inner {
         let freed = peers.freed();
         let mut first = None;
         for (device_id, not_mapped) in peers.short {
-            stats::add(&self.stats.host_out_of_resources, 1);
-            let e = AmdViError::HostOutOfResources {
-                device_id,
-                not_mapped,
-            };
-            self.note_host_error(&e);
-            first.get_or_insert(e);
+            first.get_or_insert(self.ran_out(device_id, not_mapped));
         }
         for (device_id, run, error) in peers.unmap_errors {
-            stats::add(&self.stats.host_unmap_errors, 1);
-            let e = AmdViError::HostUnmap {
-                device_id,
-                run,
-                error,
-            };
-            self.note_host_error(&e);
-            first.get_or_insert(e);
+            first.get_or_insert(self.unmap_refused(device_id, run, error));
         }
         (freed, first)
     }
@@ -150,33 +138,46 @@ impl Inner {
         device_id: u16,
         result: Result<SyncReport, ShadowError>,
     ) -> Result<(), AmdViError> {
-        let error = match result {
+        match result {
             Ok(report) => {
                 self.count(&report);
-                return Ok(());
+                Ok(())
             }
             Err(ShadowError::OutOfResources { report, not_mapped }) => {
                 // `sync_or_reclaim` marks the report `reclaimed`, so `count` has already
                 // counted the reclaim.
                 self.count(&report);
-                stats::add(&self.stats.host_out_of_resources, 1);
-                AmdViError::HostOutOfResources {
-                    device_id,
-                    not_mapped,
-                }
+                Err(self.ran_out(device_id, not_mapped))
             }
             Err(ShadowError::Unmap { run, error, report }) => {
                 self.count(&report);
-                stats::add(&self.stats.host_unmap_errors, 1);
-                AmdViError::HostUnmap {
-                    device_id,
-                    run,
-                    error,
-                }
+                Err(self.unmap_refused(device_id, run, error))
             }
+        }
+    }
+
+    /// Counts `device_id` running out of host resources with `not_mapped` left unmapped and
+    /// keeps it in the host-error history.
+    fn ran_out(&self, device_id: u16, not_mapped: Vec<Run>) -> AmdViError {
+        stats::add(&self.stats.host_out_of_resources, 1);
+        let e = AmdViError::HostOutOfResources {
+            device_id,
+            not_mapped,
         };
-        self.note_host_error(&error);
-        Err(error)
+        self.note_host_error(&e);
+        e
+    }
+
+    /// Counts a host unmap refusal for `device_id` and keeps it in the host-error history.
+    fn unmap_refused(&self, device_id: u16, run: Run, error: HostError) -> AmdViError {
+        stats::add(&self.stats.host_unmap_errors, 1);
+        let e = AmdViError::HostUnmap {
+            device_id,
+            run,
+            error,
+        };
+        self.note_host_error(&e);
+        e
     }
 
     fn count(&self, r: &SyncReport) {
@@ -250,14 +251,7 @@ impl Inner {
                 Err(ShadowError::Unmap { run, error, report }) => {
                     self.count(&report);
                     total.absorb(*report);
-                    stats::add(&self.stats.host_unmap_errors, 1);
-                    let e = AmdViError::HostUnmap {
-                        device_id,
-                        run,
-                        error,
-                    };
-                    self.note_host_error(&e);
-                    first.keep(Err(e));
+                    first.keep(Err(self.unmap_refused(device_id, run, error)));
                 }
             }
         }

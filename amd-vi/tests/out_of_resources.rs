@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use viommu_amd_vi::{AmdViError, Config, Dte};
 use viommu_shared::host::{HostCall, PinBudget, SharedSimHost, SimHostConfig};
+use viommu_shared::pt::Run;
 use viommu_shared::{AddrRange, Perm};
 
 const DEV: u16 = 0x0020;
@@ -15,6 +16,17 @@ const PAGE: u64 = 0x1000;
 
 fn mapped_iovas(h: &SharedSimHost) -> Vec<u64> {
     h.with(|h| h.mappings().iter().map(|m| m.iova).collect())
+}
+
+/// The device and runs of a `HostOutOfResources` error.
+fn out_of_resources(err: &AmdViError) -> (u16, &[Run]) {
+    match err {
+        AmdViError::HostOutOfResources {
+            device_id,
+            not_mapped,
+        } => (*device_id, not_mapped),
+        other => panic!("not out of resources: {other:?}"),
+    }
 }
 
 #[test]
@@ -41,14 +53,8 @@ fn tiny_host_limit() {
         .flush_pages(1, AddrRange::new(0x1000, 0xa000))
         .unwrap_err();
     // The guest's completion wait still completed (flush_pages checks the semaphore).
-    let AmdViError::HostOutOfResources {
-        device_id,
-        not_mapped,
-    } = &err
-    else {
-        panic!("{err:?}")
-    };
-    assert_eq!(*device_id, DEV);
+    let (device_id, not_mapped) = out_of_resources(&err);
+    assert_eq!(device_id, DEV);
     assert!(!not_mapped.is_empty());
     assert!(
         not_mapped
@@ -297,14 +303,8 @@ fn a_peer_left_short_by_its_reclaim_is_reported_and_mapped_back_later() {
     // call that caused it says so.
     assert_eq!(host_maps(&hd), vec![(0x1000, PAGE), (0x3000, PAGE)]);
     assert_eq!(host_maps(&hp), vec![(0x10000, PAGE)]);
-    let AmdViError::HostOutOfResources {
-        device_id,
-        not_mapped,
-    } = &err
-    else {
-        panic!("{err:?}")
-    };
-    assert_eq!(*device_id, PEER);
+    let (device_id, not_mapped) = out_of_resources(&err);
+    assert_eq!(device_id, PEER);
     assert_eq!(
         not_mapped
             .iter()

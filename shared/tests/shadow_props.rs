@@ -64,6 +64,24 @@ fn truth_layout(t: &Truth) -> BTreeSet<Mapping> {
     canonical(t, MAX_RUN, &[HOLE])
 }
 
+/// Guest RAM holding the tables.
+fn table_memory() -> vm_memory::GuestMemoryMmap {
+    guest_memory(&[(TABLES.0, (TABLES.1 - TABLES.0) as usize)])
+}
+
+/// Steps, each with whether the guest invalidates it (only unmaps may go without).
+fn edits_maybe_invalidated() -> impl Strategy<Value = Vec<(Step, bool)>> {
+    prop::collection::vec((step(), any::<bool>()), 1..40)
+}
+
+/// An engine over a type1 v2 host with `limit` entries.
+fn type1_engine(limit: u32) -> ShadowEngine<SimHost> {
+    ShadowEngine::new(
+        SimHost::new(config(HostFlavour::Type1v2, limit)),
+        ShadowConfig::default().with_max_run(MAX_RUN),
+    )
+}
+
 fn host_set(host: &SimHost) -> BTreeSet<Mapping> {
     host.mappings()
         .iter()
@@ -99,7 +117,7 @@ proptest! {
         edits in prop::collection::vec(step(), 1..40),
         flavour in flavour(),
     ) {
-        let mem = guest_memory(&[(TABLES.0, (TABLES.1 - TABLES.0) as usize)]);
+        let mem = table_memory();
         let fmt = RadixFormat::x86_like(4, ByteOrder::Little);
         let mut g = Guest::new(&fmt, &mem, AddrRange::new(TABLES.0, TABLES.1), SPACE_PAGES).unwrap();
         let root = g.root();
@@ -131,14 +149,14 @@ proptest! {
 
     #[test]
     fn small_entry_limit_never_loses_a_mapping(
-        edits in prop::collection::vec((step(), any::<bool>()), 1..40),
+        edits in edits_maybe_invalidated(),
         limit in 1u32..24,
     ) {
-        let mem = guest_memory(&[(TABLES.0, (TABLES.1 - TABLES.0) as usize)]);
+        let mem = table_memory();
         let fmt = RadixFormat::x86_like(4, ByteOrder::Little);
         let mut g = Guest::new(&fmt, &mem, AddrRange::new(TABLES.0, TABLES.1), SPACE_PAGES).unwrap();
         let root = g.root();
-        let mut eng = ShadowEngine::new(SimHost::new(config(HostFlavour::Type1v2, limit)), ShadowConfig::default().with_max_run(MAX_RUN));
+        let mut eng = type1_engine(limit);
         // Ranges the guest changed without invalidating (lazy unmap, as s390 Linux does).
         let mut lazy: Vec<AddrRange> = Vec::new();
         for (e, invalidate) in &edits {
@@ -225,14 +243,13 @@ proptest! {
     /// all of them.
     #[test]
     fn missing_span_covers_what_is_left_out_until_it_fits(
-        edits in prop::collection::vec((step(), any::<bool>()), 1..40),
-        limit in 1u32..24,
+        (edits, limit) in (edits_maybe_invalidated(), 1u32..24),
     ) {
-        let mem = guest_memory(&[(TABLES.0, (TABLES.1 - TABLES.0) as usize)]);
+        let mem = table_memory();
         let fmt = RadixFormat::x86_like(4, ByteOrder::Little);
         let mut g = Guest::new(&fmt, &mem, AddrRange::new(TABLES.0, TABLES.1), SPACE_PAGES).unwrap();
         let root = g.root();
-        let mut eng = ShadowEngine::new(SimHost::new(config(HostFlavour::Type1v2, limit)), ShadowConfig::default().with_max_run(MAX_RUN));
+        let mut eng = type1_engine(limit);
         for (e, invalidate) in &edits {
             let inv = apply(&mut g, e);
             if matches!(e, Step::Edit(Edit::Unmap { .. })) && !invalidate {

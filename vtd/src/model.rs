@@ -381,26 +381,18 @@ impl Vtd {
     /// running out of host mappings (retried after each later page-selective sync of the
     /// device; a domain or global invalidation re-syncs everything), or `None`.
     pub fn unmapped_range(&self, device_id: u32) -> Option<AddrRange> {
-        let rid = u16::try_from(device_id).ok()?;
-        self.core
-            .lock()
-            .unit
-            .shadows
-            .devices
-            .get(&rid)
-            .and_then(|d| d.engine.missing())
+        self.shadowed(device_id, |d| d.engine.missing()).flatten()
     }
 
     /// The space passthrough device `device_id` is shadowed from.
     pub fn shadow_space(&self, device_id: u32) -> Option<Space> {
+        self.shadowed(device_id, |d| d.space)
+    }
+
+    /// `f` of passthrough device `device_id`, if attached.
+    fn shadowed<R>(&self, device_id: u32, f: impl FnOnce(&ShadowedDevice) -> R) -> Option<R> {
         let rid = u16::try_from(device_id).ok()?;
-        self.core
-            .lock()
-            .unit
-            .shadows
-            .devices
-            .get(&rid)
-            .map(|d| d.space)
+        self.core.lock().unit.shadows.devices.get(&rid).map(f)
     }
 
     /// The space DMA without PASID from `requester_id` goes through right now (reading the

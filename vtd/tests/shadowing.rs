@@ -6,10 +6,12 @@ mod common;
 
 use common::*;
 use viommu_shared::host::{PinBudget, SharedSimHost, SimHostConfig};
+use viommu_shared::pt::TableBuilder;
 use viommu_shared::{AddrRange, Perm};
 use viommu_vtd::regs::*;
 use viommu_vtd::testing::{DriverError, GuestDriver, desc, entry};
-use viommu_vtd::{Config, Space, VtdError};
+use viommu_vtd::{Config, SecondStage, Space, VtdError};
+use vm_memory::GuestMemoryMmap;
 
 const DEV: u16 = 0x0028; // 00:05.0
 const DID: u16 = 3;
@@ -202,6 +204,20 @@ fn aliased_devices_share_the_bridge_context() {
     );
 }
 
+/// The device and the (iova, size) runs of a `HostOutOfResources` error.
+fn out_of_resources(err: DriverError) -> (u32, Vec<(u64, u64)>) {
+    match err {
+        DriverError::Host(VtdError::HostOutOfResources {
+            device_id,
+            not_mapped,
+        }) => (
+            device_id,
+            not_mapped.iter().map(|r| (r.iova, r.size)).collect(),
+        ),
+        other => panic!("not out of resources: {other:?}"),
+    }
+}
+
 #[test]
 fn host_out_of_resources_is_reclaimed_then_reported() {
     let fx = Fixture::new(Config::default());
@@ -246,20 +262,9 @@ fn host_out_of_resources_is_reclaimed_then_reported() {
     let err = drv
         .flush_range(DID, at(5), at(6) + 0x1000 - at(5), false)
         .unwrap_err();
-    let DriverError::Host(VtdError::HostOutOfResources {
-        device_id,
-        not_mapped,
-    }) = err
-    else {
-        panic!("unexpected {err:?}");
-    };
-    assert_eq!(device_id, u32::from(DEV));
     assert_eq!(
-        not_mapped
-            .iter()
-            .map(|r| (r.iova, r.size))
-            .collect::<Vec<_>>(),
-        vec![(at(5), 0x1000), (at(6), 0x1000)]
+        out_of_resources(err),
+        (u32::from(DEV), vec![(at(5), 0x1000), (at(6), 0x1000)])
     );
     assert_eq!(host_maps(&host).len(), 4);
     assert_eq!(fx.vtd.stats().host_out_of_resources, 1);
@@ -298,30 +303,43 @@ fn host_out_of_resources_is_reclaimed_then_reported() {
     assert_eq!(fx.vtd.unmapped_range(u32::from(DEV)), None);
 }
 
-#[test]
-fn other_devices_are_reclaimed_and_the_retry_happens_only_if_that_freed_entries() {
-    let fx = Fixture::new(Config::default());
-    let full = SharedSimHost::new(SimHostConfig::vtd().with_entry_limit(1));
-    let other = sim_host();
+type Builder<'a> = TableBuilder<'a, SecondStage, GuestMemoryMmap>;
+
+/// Booted unit (QI, root table, TE) with DEV in domain DID over `tb` and its peer DEV + 1 in
+/// DID + 1 over `tb2` (both tables empty), attached to `dev_host` and `peer_host`.
+fn two_devices<'a>(
+    fx: &'a Fixture,
+    format: &'a SecondStage,
+    dev_host: &SharedSimHost,
+    peer_host: &SharedSimHost,
+) -> (GuestDriver<'a>, Builder<'a>, Builder<'a>) {
     let mut drv = fx.driver();
     drv.enable_qi(false).unwrap();
     drv.set_root_table(false).unwrap();
     drv.gcmd(GCMD_TE, true).unwrap();
     let peer: u16 = DEV + 1;
     fx.vtd
-        .attach_host(u32::from(DEV), Box::new(full.clone()))
+        .attach_host(u32::from(DEV), Box::new(dev_host.clone()))
         .unwrap();
     fx.vtd
-        .attach_host(u32::from(peer), Box::new(other.clone()))
+        .attach_host(u32::from(peer), Box::new(peer_host.clone()))
         .unwrap();
-    let format = fx.format();
-    let mut tb = builder(&format, &fx.mem);
-    let mut tb2 =
-        viommu_shared::pt::TableBuilder::new(&format, &fx.mem, 0x300_0000, 0x340_0000).unwrap();
+    let tb = builder(format, &fx.mem);
+    let tb2 = TableBuilder::new(format, &fx.mem, 0x300_0000, 0x340_0000).unwrap();
     attach_domain(&mut drv, tb.root(), 0);
     drv.write_context(peer, entry::context(tb2.root(), 2, DID + 1, 0, false))
         .unwrap();
     drv.flush_context_present(peer, DID + 1).unwrap();
+    (drv, tb, tb2)
+}
+
+#[test]
+fn other_devices_are_reclaimed_and_the_retry_happens_only_if_that_freed_entries() {
+    let fx = Fixture::new(Config::default());
+    let full = SharedSimHost::new(SimHostConfig::vtd().with_entry_limit(1));
+    let other = sim_host();
+    let format = fx.format();
+    let (mut drv, mut tb, mut tb2) = two_devices(&fx, &format, &full, &other);
     tb.map_range(0x1000, DATA, 0x1000, RW).unwrap();
     tb2.map_range(0x1000, DATA, 0x1000, RW).unwrap();
     drv.submit(&[desc::iotlb_global()]).unwrap();
@@ -365,25 +383,9 @@ fn sharing_a_pin_budget(middle: bool) {
             .with_entry_limit(1)
             .with_pin_budget(budget.clone()),
     );
-    let mut drv = fx.driver();
-    drv.enable_qi(false).unwrap();
-    drv.set_root_table(false).unwrap();
-    drv.gcmd(GCMD_TE, true).unwrap();
     let peer: u16 = DEV + 1;
-    fx.vtd
-        .attach_host(u32::from(DEV), Box::new(dev_host.clone()))
-        .unwrap();
-    fx.vtd
-        .attach_host(u32::from(peer), Box::new(peer_host.clone()))
-        .unwrap();
     let format = fx.format();
-    let mut tb = builder(&format, &fx.mem);
-    let mut tb2 =
-        viommu_shared::pt::TableBuilder::new(&format, &fx.mem, 0x300_0000, 0x340_0000).unwrap();
-    attach_domain(&mut drv, tb.root(), 0);
-    drv.write_context(peer, entry::context(tb2.root(), 2, DID + 1, 0, false))
-        .unwrap();
-    drv.flush_context_present(peer, DID + 1).unwrap();
+    let (mut drv, mut tb, mut tb2) = two_devices(&fx, &format, &dev_host, &peer_host);
     tb.map_range(0x1000, DATA, 0x1000, RW).unwrap();
     tb2.map_range(0x10000, DATA + 0x10_0000, 0x3000, RW)
         .unwrap();
@@ -420,20 +422,9 @@ fn sharing_a_pin_budget(middle: bool) {
         tb2.unmap_page(0x11000).unwrap();
         tb.map_range(0x3000, DATA + 0x3000, 0x1000, RW).unwrap();
         let err = drv.submit(&[desc::iotlb_domain(DID)]).unwrap_err();
-        let DriverError::Host(VtdError::HostOutOfResources {
-            device_id,
-            not_mapped,
-        }) = err
-        else {
-            panic!("unexpected {err:?}");
-        };
-        assert_eq!(device_id, u32::from(peer));
         assert_eq!(
-            not_mapped
-                .iter()
-                .map(|r| (r.iova, r.size))
-                .collect::<Vec<_>>(),
-            vec![(0x12000, 0x1000)]
+            out_of_resources(err),
+            (u32::from(peer), vec![(0x12000, 0x1000)])
         );
         assert_eq!(host_maps(&dev_host).len(), 2);
         assert_eq!(

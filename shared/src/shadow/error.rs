@@ -138,16 +138,7 @@ impl SyncBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::perm::Perm;
-
-    fn run(iova: u64) -> Run {
-        Run {
-            iova,
-            addr: 0,
-            size: 0x1000,
-            perm: Perm::RW,
-        }
-    }
+    use crate::shadow::test_page as run;
 
     fn oor(iova: u64, calls: u64) -> Result<SyncReport, ShadowError> {
         Err(ShadowError::OutOfResources {

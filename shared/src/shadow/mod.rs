@@ -32,3 +32,14 @@ pub use error::{ShadowError, SyncBatch, SyncReport};
 pub use peers::PeerReclaim;
 pub use record::{Record, ShadowMapping};
 pub use view::{EmptyView, GuestView, IdentityView, MaskedView};
+
+/// A read-write 4 KiB run at `iova` onto guest-physical 0, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_page(iova: u64) -> crate::pt::Run {
+    crate::pt::Run {
+        iova,
+        addr: 0,
+        size: 0x1000,
+        perm: crate::perm::Perm::RW,
+    }
+}

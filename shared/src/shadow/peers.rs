@@ -74,16 +74,7 @@ impl<Id> PeerReclaim<Id> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::perm::Perm;
-
-    fn run(iova: u64) -> Run {
-        Run {
-            iova,
-            addr: 0,
-            size: 0x1000,
-            perm: Perm::RW,
-        }
-    }
+    use crate::shadow::test_page as run;
 
     fn report(unmaps: u64, maps: u64) -> SyncReport {
         SyncReport {
