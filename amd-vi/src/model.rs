@@ -239,6 +239,10 @@ impl AmdVi {
         self.inner
             .queue_irq_invalidation(&mut exec, IrInvalidation::Source(device_id));
         self.inner.flush_irq_notifications(&mut exec);
+        if !exec.shadows.contains_key(&device_id) {
+            // Not a passthrough device: no host mappings to move (no entry to read).
+            return Ok(());
+        }
         let snap = self.inner.snapshot();
         let mode = self.inner.resolve(alias, &snap);
         self.inner

@@ -18,10 +18,10 @@
 //! range first), then a reclaim of the other devices' spaces and one retry if that freed
 //! anything ([`PeerReclaim`], as VT-d does); what still does not fit stays unmapped, is
 //! counted, and is returned as [`AmdViError::HostOutOfResources`] from the call that
-//! processed the command. The engine
-//! remembers the span of what is missing and it is retried (without a reclaim) after every
-//! later successful sync of the device ([`ShadowEngine::sync_reclaim_retry`]), so mappings
-//! come back as soon as the guest frees host entries.
+//! processed the command. The engine remembers the span of what is missing and retries it
+//! (without a reclaim) after every later successful sync of the device
+//! ([`ShadowEngine::sync_reclaim_retry`]), so mappings come back as soon as the guest frees
+//! host entries.
 
 use crate::dte::DeviceMode;
 use crate::error::AmdViError;
